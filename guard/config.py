@@ -1,0 +1,336 @@
+"""Configuration: one YAML file plus `COST_GUARD_*` environment overrides, validated once.
+
+Precedence, highest first: environment (`COST_GUARD_<KEY>`, nested with `__`), the YAML file,
+defaults. Secrets are read from the environment only and never printed unmasked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from guard.kinds import KINDS, NOTIFY
+
+DEFAULT_CONFIG_FILE = "cost-guard.yaml"
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file, rule and field."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90s`, `15m`, `2h`, `3d` (or a timedelta / number of seconds) -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"invalid duration {value!r}: use a number and a unit, e.g. 90s, 15m, 2h, 3d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, when_used="json"),
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Rule(_Frozen):
+    """One rule: selectors (all optional, ANDed) and what to do with what they select.
+
+    ```yaml
+    - id: idle-notebooks
+      kind: notebook
+      idle_for: 2h
+      action: stop
+      grace: 30m
+    ```
+    """
+
+    id: str = Field(min_length=1)
+    kind: str
+    accounts: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = ()  # globs, e.g. "ml.g*"
+    tags: dict[str, str] = Field(default_factory=dict)  # key -> value, or "*" for any value
+    idle_for: Duration | None = None
+    running_for: Duration | None = None
+    cost_per_hour_over: Decimal | None = None
+    accrued_cost_over: Decimal | None = None
+    schedule: str | None = None  # cron, in the configured timezone
+    action: str = NOTIFY
+    grace: Duration = timedelta(0)
+    channel: str | None = None  # Slack channel for this rule's messages
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+        return kind
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, schedule: str | None) -> str | None:
+        if schedule is not None:
+            try:
+                CronTrigger.from_crontab(schedule)
+            except ValueError as exc:
+                raise ValueError(f"invalid cron expression {schedule!r}: {exc}") from exc
+        return schedule
+
+    @model_validator(mode="after")
+    def _action_fits_kind(self) -> Rule:
+        allowed = [NOTIFY, *KINDS[self.kind].actions]
+        if self.action not in allowed:
+            raise ValueError(
+                f"action {self.action!r} is not available for kind {self.kind!r} "
+                f"(available: {', '.join(allowed)})"
+            )
+        return self
+
+    @property
+    def mutates(self) -> bool:
+        return self.action != NOTIFY
+
+
+class Account(_Frozen):
+    id: str
+    role_arn: str | None = None
+    name: str | None = None
+
+
+class TagKeys(_Frozen):
+    exempt: str = "cost-guard:exempt"
+    snooze: str = "cost-guard:snooze-until"
+    owner: str = "owner"
+    heartbeat: str = "cost-guard:last-activity"
+
+
+class SlackConfig(_Frozen):
+    channel: str | None = None
+    base_url: str = "https://slack.com/api/"
+    digest: str = "0 9 * * MON-FRI"
+    mention_owners: bool = True
+    timeout_seconds: int = 10
+
+
+class PricingConfig(_Frozen):
+    source: Literal["bundled"] = "bundled"
+
+
+class Secrets(BaseSettings):
+    """Read from the environment only, by their conventional names."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_webhook_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_WEBHOOK_URL")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
+    )
+
+
+class Config(BaseSettings):
+    """The effective configuration. Built once at start by `load_config`, then frozen."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="COST_GUARD_",
+        env_nested_delimiter="__",
+    )
+
+    mode: Literal["dry-run", "enforce"] = "dry-run"
+    database_url: str = "sqlite:///cost-guard.db"
+    timezone: str = "UTC"
+    scan_interval: Duration = timedelta(minutes=5)
+    regions: tuple[str, ...] = ("us-east-1",)
+    accounts: tuple[Account, ...] = ()
+    kinds: tuple[str, ...] = tuple(KINDS)
+    tags: TagKeys = TagKeys()
+    slack: SlackConfig = SlackConfig()
+    rules: tuple[Rule, ...] = ()
+    pricing: PricingConfig = PricingConfig()
+    # CloudWatch's lastEventTimestamp is eventually consistent, so each incremental log scan
+    # reaches back this far before the previous one to catch late updates.
+    activity_log_overlap: Duration = timedelta(minutes=15)
+    history_retention: Duration = timedelta(days=90)
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from exc
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; known kinds: {', '.join(sorted(KINDS))}")
+        return kinds
+
+    @field_validator("regions")
+    @classmethod
+    def _some_region(cls, regions: tuple[str, ...]) -> tuple[str, ...]:
+        if not regions:
+            raise ValueError("at least one region is needed")
+        return regions
+
+    @model_validator(mode="after")
+    def _unique_rule_ids(self) -> Config:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} is used twice")
+            seen.add(rule.id)
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def enforce(self) -> bool:
+        return self.mode == "enforce"
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+    def with_overrides(self, **changes: Any) -> Config:
+        """A copy with some fields replaced (e.g. `--enforce`), validated like the original."""
+        data = self.model_dump(mode="python")
+        data.update(changes)
+        return Config.model_validate({**data, "secrets": self.secrets})
+
+    def effective(self) -> dict[str, Any]:
+        """The config as JSON-able data, secrets masked, for `check-config`."""
+        data = self.model_dump(mode="json", exclude={"secrets"})
+        data["database_url"] = mask_url(self.database_url)
+        data["secrets"] = {
+            name: ("***" if value is not None else None)
+            for name, value in self.secrets.model_dump().items()
+        }
+        return data
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, safe to print and log."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported by the engine; never print it raw
+        return "<unparsable database URL>"
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """`--config`, else `COST_GUARD_CONFIG`, else `./cost-guard.yaml` if it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("COST_GUARD_CONFIG"):
+        return Path(os.environ["COST_GUARD_CONFIG"])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def load_config(path: Path | None, **overrides: Any) -> Config:
+    """Read, merge and validate; raise `ConfigError` naming file, rule and field."""
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{source}: file not found") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of keys")
+        raw = loaded
+    for secret in ("slack_bot_token", "slack_webhook_url", "slack_signing_secret", "secrets"):
+        if secret in raw:
+            raise ConfigError(
+                f"{source}: {secret}: secrets are read from the environment only "
+                f"({secret.upper()}), never from the config file"
+            )
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Config(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(source, raw, exc)) from None
+
+
+def _describe(source: str, raw: dict[str, Any], exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where: list[str] = []
+        if len(loc) >= 2 and loc[0] in ("rules", "accounts") and isinstance(loc[1], int):
+            items = raw.get(str(loc[0])) or []
+            item = items[loc[1]] if loc[1] < len(items) else {}
+            ident = item.get("id") if isinstance(item, dict) else None
+            label = "rule" if loc[0] == "rules" else "account"
+            where.append(f"{label} {ident!r}" if ident else f"{loc[0]}[{loc[1]}]")
+            loc = loc[2:]
+        field_name = ".".join(str(part) for part in loc) or "(entry)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against the README's config reference)"
+        lines.append(f"{source}: {' '.join([*where, 'field', field_name])}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Resource kinds as data: what to list, how it is priced, which actions exist.
+
+A kind is one `KindSpec` entry. The scanner, the rules, the actions and the IAM policy read
+these entries; adding a kind means adding an entry (and its scan function in `inventory`),
+not branches across the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A mutating call the guard may make, and the only states it may make it from."""
+
+    name: str  # the rule's `action:` value
+    operation: str  # boto3 method name
+    permission: str  # IAM action
+    valid_states: tuple[str, ...]  # live status (from Describe) required before acting
+    done_states: tuple[str, ...]  # states meaning "already done": a repeat is a no-op
+    verb_past: str  # for people: "stopped"
+    verb_would: str  # for dry-run: "would stop"
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    name: str
+    title: str  # for people: "notebook instance"
+    price_component: str  # component column of the price table
+    list_operation: str  # boto3 paginator name
+    list_permission: str
+    describe_operation: str  # live re-check before acting
+    describe_permission: str
+    name_param: str  # request parameter naming one resource
+    tagging_type: str  # Resource Groups Tagging API resource type filter
+    running_states: tuple[str, ...]
+    console_path: str  # console URL path, {name} substituted
+    actions: dict[str, ActionSpec] = field(default_factory=dict)
+
+
+NOTEBOOK = KindSpec(
+    name="notebook",
+    title="notebook instance",
+    price_component="Notebook",
+    list_operation="list_notebook_instances",
+    list_permission="sagemaker:ListNotebookInstances",
+    describe_operation="describe_notebook_instance",
+    describe_permission="sagemaker:DescribeNotebookInstance",
+    name_param="NotebookInstanceName",
+    tagging_type="sagemaker:notebook-instance",
+    running_states=("InService",),
+    console_path="sagemaker/home?region={region}#/notebook-instances/{name}",
+    actions={
+        "stop": ActionSpec(
+            name="stop",
+            operation="stop_notebook_instance",
+            permission="sagemaker:StopNotebookInstance",
+            valid_states=("InService",),
+            done_states=("Stopping", "Stopped"),
+            verb_past="stopped",
+            verb_would="would stop",
+        ),
+    },
+)
+
+KINDS: dict[str, KindSpec] = {spec.name: spec for spec in (NOTEBOOK,)}
+
+# `notify` is valid for every kind: it only warns, never mutates.
+NOTIFY = "notify"

@@ -1,0 +1,144 @@
+"""Plain data passed between the modules: what was seen, what the rules decided.
+
+Nothing here talks to AWS, Slack or the database. Datetimes are always UTC-aware; money is
+`Decimal` (never float sums).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where "now" comes from. Injected so tests and the demo can move time by hand."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        from datetime import UTC
+
+        return datetime.now(UTC)
+
+
+class ManualClock:
+    """A clock that only moves when told to (tests, demo, benchmark)."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ManualClock needs a timezone-aware start")
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self._now += delta
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        self._now = when
+
+
+class ActivitySource(enum.StrEnum):
+    """Where a resource's `last_activity` came from, best evidence first."""
+
+    HEARTBEAT_TAG = "heartbeat-tag"  # written by the shipped lifecycle script
+    JUPYTER_LOG = "jupyter-log"  # last event of the notebook's jupyter.log stream
+    IN_SERVICE_SINCE = "in-service-since"  # no activity seen: idle since it started
+    UNKNOWN = "unknown"  # a call failed: nothing may act on this resource this cycle
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One SageMaker resource as seen in this cycle, with its price and its evidence."""
+
+    arn: str
+    kind: str
+    name: str
+    account: str
+    region: str
+    status: str
+    running: bool
+    instance_type: str | None
+    instance_count: int
+    usd_per_hour: Decimal | None  # None = price unknown (never shown as $0)
+    price_source: str  # "bundled", "none" (not running), "unknown"
+    created_at: datetime | None
+    running_since: datetime | None
+    last_activity: datetime | None
+    activity_source: ActivitySource
+    tags: dict[str, str] = field(default_factory=dict)
+    evidence_error: str | None = None  # why the evidence is unknown
+
+    @property
+    def unknown(self) -> bool:
+        return self.activity_source is ActivitySource.UNKNOWN
+
+    def idle_for(self, now: datetime) -> timedelta | None:
+        """How long nothing happened; None when that is not known."""
+        if self.unknown or not self.running:
+            return None
+        since = self.last_activity or self.running_since
+        if since is None:
+            return None
+        return max(now - since, timedelta(0))
+
+    def running_for(self, now: datetime) -> timedelta | None:
+        if not self.running or self.running_since is None:
+            return None
+        return max(now - self.running_since, timedelta(0))
+
+    def accrued_usd(self, now: datetime) -> Decimal | None:
+        """Cost of the current run so far: $/h x hours since it started running."""
+        running_for = self.running_for(now)
+        if running_for is None or self.usd_per_hour is None:
+            return None
+        hours = Decimal(int(running_for.total_seconds())) / Decimal(3600)
+        return (self.usd_per_hour * hours).quantize(Decimal("0.01"))
+
+
+class Step(enum.StrEnum):
+    """What the rules decided for one (resource, rule) pair in this cycle."""
+
+    WARN = "warn"  # first match of an episode: tell the owner, start the grace period
+    ACT = "act"  # grace is over and the resource still matches: do the rule's action
+    RESOLVE = "resolve"  # the episode ended: it became active, stopped, or was snoozed
+
+
+@dataclass(frozen=True)
+class Decision:
+    resource: Resource
+    rule_id: str
+    action: str  # notify | stop
+    step: Step
+    reason: str  # the evidence, for people: "no Jupyter activity for 3 h 10 min"
+    deadline: datetime | None = None  # when the action happens, for WARN
+    episode_id: int | None = None  # the open episode this decision continues
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Stored state of one (resource, rule) match, from first match until it ends."""
+
+    id: int
+    arn: str
+    rule_id: str
+    started_at: datetime
+    warned_at: datetime | None
+    deadline: datetime | None
+    acted_at: datetime | None
+
+
+@dataclass
+class ScanResult:
+    """What a scan of all regions and accounts produced, with its cost in API calls."""
+
+    resources: list[Resource] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    api_calls: dict[str, int] = field(default_factory=dict)

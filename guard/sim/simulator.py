@@ -1,0 +1,195 @@
+"""A simulated SageMaker account: moto's server on 127.0.0.1 plus seeding helpers.
+
+Used by the tests, `cost-guard demo` and the benchmark. Seeding writes straight into moto's
+in-process backends where the API cannot express the state (times in the past, log events
+at a given time); everything the guard does goes through boto3 over HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from moto.backends import get_backend
+from moto.logs.models import LogEvent
+
+from guard.model import Clock
+from guard.sim.moto_ext import SimServer, install, naive_utc
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+NOTEBOOK_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
+FAKE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/sagemaker-notebooks"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+class Simulator:
+    """One simulated account across `regions`, on its own local HTTP server."""
+
+    def __init__(self, clock: Clock, regions: tuple[str, ...] = ("us-east-1",)) -> None:
+        install(clock)
+        self.clock = clock
+        self.regions = regions
+        self.account_id = ACCOUNT_ID
+        self._server = SimServer()
+        self.endpoint_url = ""
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset) and any injected faults."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+        self._server.faults.heal()
+        self._server.faults.reset_counts()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @contextmanager
+    def environment(self) -> Iterator[None]:
+        """Point the standard boto3 chain at this simulator (for the demo and subprocesses)."""
+        changes = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url}
+        saved = {key: os.environ.get(key) for key in changes}
+        os.environ.update(changes)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def env(self) -> dict[str, str]:
+        return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url}
+
+    # --- faults and counts ---------------------------------------------------------------
+
+    def fail(self, *operations: str, region: str = "*") -> None:
+        """Make operations (e.g. "logs:DescribeLogStreams") fail with AccessDenied."""
+        self._server.faults.fail(operations, region)
+
+    def heal(self) -> None:
+        self._server.faults.heal()
+
+    @property
+    def request_counts(self) -> dict[str, int]:
+        return dict(self._server.faults.counts)
+
+    def reset_counts(self) -> None:
+        self._server.faults.reset_counts()
+
+    # --- seeding -----------------------------------------------------------------------
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        return boto3.client(
+            service,
+            region_name=region or self.regions[0],
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=BotoConfig(retries={"mode": "standard", "max_attempts": 2}),
+        )
+
+    def _sagemaker(self, region: str) -> Any:
+        return get_backend("sagemaker")[self.account_id][region]
+
+    def _logs(self, region: str) -> Any:
+        return get_backend("logs")[self.account_id][region]
+
+    def add_notebook(
+        self,
+        name: str,
+        instance_type: str = "ml.t3.medium",
+        *,
+        region: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        in_service_since: datetime | None = None,
+        created_at: datetime | None = None,
+        status: str = "InService",
+    ) -> str:
+        """Create a notebook instance as if it had been running since `in_service_since`."""
+        region = region or self.regions[0]
+        response = self.client("sagemaker", region).create_notebook_instance(
+            NotebookInstanceName=name,
+            InstanceType=instance_type,
+            RoleArn=FAKE_ROLE,
+            Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+        )
+        notebook = self._sagemaker(region).notebook_instances[name]
+        since = in_service_since or self.clock.now()
+        notebook.creation_time = naive_utc(created_at or since)
+        notebook.last_modified_time = naive_utc(since)
+        notebook.status = status
+        self.lifecycle_log(name, since, region=region)
+        return str(response["NotebookInstanceArn"])
+
+    def set_tags(self, name: str, tags: Mapping[str, str], *, region: str | None = None) -> None:
+        region = region or self.regions[0]
+        arn = self._sagemaker(region).notebook_instances[name].arn
+        self.client("sagemaker", region).add_tags(
+            ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+        )
+
+    def notebook_status(self, name: str, *, region: str | None = None) -> str:
+        return str(self._sagemaker(region or self.regions[0]).notebook_instances[name].status)
+
+    def start_notebook(self, name: str, *, region: str | None = None) -> None:
+        self.client("sagemaker", region).start_notebook_instance(NotebookInstanceName=name)
+
+    def jupyter_activity(self, name: str, at: datetime, *, region: str | None = None) -> None:
+        """Someone used Jupyter on `name` at `at`: the jupyter.log stream's last event."""
+        self._log_event(name, "jupyter.log", at, "[I] Kernel started", region)
+
+    def lifecycle_log(self, name: str, at: datetime, *, region: str | None = None) -> None:
+        """The on-start lifecycle script's stream: not user activity, but there to ignore."""
+        self._log_event(name, "LifecycleConfigOnStart", at, "lifecycle: on-start done", region)
+
+    def _log_event(
+        self, name: str, stream: str, at: datetime, message: str, region: str | None
+    ) -> None:
+        logs = self._logs(region or self.regions[0])
+        if NOTEBOOK_LOG_GROUP not in logs.groups:
+            logs.create_log_group(NOTEBOOK_LOG_GROUP, {})
+        group = logs.groups[NOTEBOOK_LOG_GROUP]
+        stream_name = f"{name}/{stream}"
+        if stream_name not in group.streams:
+            group.create_log_stream(stream_name)
+        millis = int(at.timestamp() * 1000)
+        log_stream = group.streams[stream_name]
+        # Keep one event per stream: only the latest matters and moto rescans events per call.
+        log_stream.events = [LogEvent(millis, {"timestamp": millis, "message": message})]
+        log_stream.last_ingestion_time = naive_utc(at)
+
+    def settle(self) -> None:
+        """Finish transitions that take minutes on AWS (Stopping -> Stopped)."""
+        for region in self.regions:
+            for notebook in self._sagemaker(region).notebook_instances.values():
+                if notebook.status == "Stopping":
+                    notebook.status = "Stopped"
+                    notebook.last_modified_time = naive_utc(self.clock.now())

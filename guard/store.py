@@ -1,0 +1,671 @@
+"""The database: typed tables and the queries the rest of the guard needs.
+
+SQLite (one file, zero setup) or Postgres. The schema changes only through the Alembic
+migrations in `migrations/`; `upgrade()` applies them. This module knows tables and queries,
+not AWS or Slack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import filelock
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    delete,
+    event,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from guard.model import ActivitySource, Episode, Resource
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns timezone-aware UTC datetimes on both SQLite and Postgres."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Money = Numeric(14, 6)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money, dict[str, Any]: JSON}
+
+
+class ResourceRow(Base):
+    """Every resource ever seen, with its latest snapshot."""
+
+    __tablename__ = "resources"
+
+    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    account: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    running: Mapped[bool]
+    instance_type: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int]
+    usd_per_hour: Mapped[Decimal | None]
+    price_source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime | None]
+    running_since: Mapped[datetime | None]
+    last_activity: Mapped[datetime | None]
+    activity_source: Mapped[str] = mapped_column(String(32))
+    evidence_error: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, Any]]
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    gone_at: Mapped[datetime | None]  # set when a scan of its region no longer lists it
+
+
+class ResourceEvent(Base):
+    """History kept compactly: one row per change of status, type, count or price."""
+
+    __tablename__ = "resource_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arn: Mapped[str] = mapped_column(String(512), index=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    running: Mapped[bool]
+    instance_type: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int]
+    usd_per_hour: Mapped[Decimal | None]
+
+
+class EpisodeRow(Base):
+    """One (resource, rule) match from first match until it ends; carries its Slack message."""
+
+    __tablename__ = "episodes"
+    __table_args__ = (Index("ix_episodes_open", "arn", "rule_id", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arn: Mapped[str] = mapped_column(String(512))
+    rule_id: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+    warned_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    acted_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    slack_channel: Mapped[str | None] = mapped_column(String(128))
+    slack_ts: Mapped[str | None] = mapped_column(String(64))
+
+
+class ActionRow(Base):
+    """The audit trail: every warning and action, recorded as intended before the AWS call."""
+
+    __tablename__ = "actions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    arn: Mapped[str] = mapped_column(String(512), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))
+    account: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(32))
+    rule_id: Mapped[str | None] = mapped_column(String(128))
+    episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id"))
+    action: Mapped[str] = mapped_column(String(32))  # warn | stop | ...
+    mode: Mapped[str] = mapped_column(String(16))  # dry-run | enforce
+    # intended -> done | failed | skipped; dry-run; warned
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    finished_at: Mapped[datetime | None]
+
+
+class SnoozeRow(Base):
+    __tablename__ = "snoozes"
+
+    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime]
+
+
+class OutboxRow(Base):
+    """A Slack message waiting to be sent: retried until delivered, never sent twice."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), unique=True)  # idempotency key
+    arn: Mapped[str | None] = mapped_column(String(512), index=True)
+    episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id"))
+    operation: Mapped[str] = mapped_column(String(16))  # post | update
+    channel: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class CycleRow(Base):
+    __tablename__ = "cycles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime]
+    mode: Mapped[str] = mapped_column(String(16))
+    report: Mapped[dict[str, Any]]
+
+
+class ScanCursorRow(Base):
+    """Where the last complete activity scan of one account/region/source ended."""
+
+    __tablename__ = "scan_cursors"
+
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scanned_until: Mapped[datetime]
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here (the driver we install)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def upgrade(url: str) -> None:
+    """Apply the Alembic migrations up to head (idempotent)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+def _resource_row_values(res: Resource) -> dict[str, Any]:
+    return {
+        "kind": res.kind,
+        "name": res.name,
+        "account": res.account,
+        "region": res.region,
+        "status": res.status,
+        "running": res.running,
+        "instance_type": res.instance_type,
+        "instance_count": res.instance_count,
+        "usd_per_hour": res.usd_per_hour,
+        "price_source": res.price_source,
+        "created_at": res.created_at,
+        "running_since": res.running_since,
+        "last_activity": res.last_activity,
+        "activity_source": res.activity_source.value,
+        "evidence_error": res.evidence_error,
+        "tags": dict(res.tags),
+    }
+
+
+def row_to_resource(row: ResourceRow) -> Resource:
+    return Resource(
+        arn=row.arn,
+        kind=row.kind,
+        name=row.name,
+        account=row.account,
+        region=row.region,
+        status=row.status,
+        running=row.running,
+        instance_type=row.instance_type,
+        instance_count=row.instance_count,
+        usd_per_hour=row.usd_per_hour,
+        price_source=row.price_source,
+        created_at=row.created_at,
+        running_since=row.running_since,
+        last_activity=row.last_activity,
+        activity_source=ActivitySource(row.activity_source),
+        tags=dict(row.tags or {}),
+        evidence_error=row.evidence_error,
+    )
+
+
+def _episode(row: EpisodeRow) -> Episode:
+    return Episode(
+        id=row.id,
+        arn=row.arn,
+        rule_id=row.rule_id,
+        started_at=row.started_at,
+        warned_at=row.warned_at,
+        deadline=row.deadline,
+        acted_at=row.acted_at,
+    )
+
+
+class Store:
+    """All reads and writes of the guard's state. One instance per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- one cycle at a time per database ------------------------------------------------
+
+    @contextlib.contextmanager
+    def cycle_lock(self, timeout: float = 0) -> Iterator[bool]:
+        """Hold the database's cycle lock; yields False when another process holds it.
+
+        Postgres: a session-level advisory lock, released by the server if we crash.
+        SQLite: a lock file beside the database file.
+        """
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                got = bool(
+                    conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar()
+                )
+                try:
+                    yield got
+                finally:
+                    if got:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                    conn.commit()
+            return
+        database = make_url(self.url).database
+        lock_path = f"{database}.lock" if database and database != ":memory:" else None
+        if lock_path is None:
+            yield True
+            return
+        lock = filelock.FileLock(lock_path)
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    # --- resources -------------------------------------------------------------------
+
+    def save_snapshot(
+        self, resources: Sequence[Resource], scanned: set[tuple[str, str, str]], now: datetime
+    ) -> None:
+        """Upsert the latest snapshot; log changes; mark as gone what a complete scan missed.
+
+        `scanned` holds the (account, region, kind) triples whose listing completed, so a
+        failed region never makes its resources look gone.
+        """
+        with self.session() as s:
+            existing = {
+                row.arn: row
+                for row in s.scalars(select(ResourceRow).where(ResourceRow.gone_at.is_(None)))
+            }
+            seen = set()
+            for res in resources:
+                seen.add(res.arn)
+                row = existing.get(res.arn) or s.get(ResourceRow, res.arn)
+                values = _resource_row_values(res)
+                if row is None:
+                    row = ResourceRow(arn=res.arn, first_seen=now, last_seen=now, **values)
+                    s.add(row)
+                    changed = True
+                else:
+                    changed = row.gone_at is not None or any(
+                        getattr(row, key) != values[key]
+                        for key in ("status", "instance_type", "instance_count", "usd_per_hour")
+                    )
+                    if res.unknown:
+                        # Keep the last known evidence; the unknown flag is what rules see.
+                        values.pop("last_activity")
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                    row.last_seen = now
+                    row.gone_at = None
+                if changed:
+                    s.add(_event_for(res, now))
+            for arn, row in existing.items():
+                if arn not in seen and (row.account, row.region, row.kind) in scanned:
+                    row.gone_at = now
+                    row.running = False
+                    s.add(
+                        ResourceEvent(
+                            arn=arn,
+                            at=now,
+                            status="Gone",
+                            running=False,
+                            instance_type=row.instance_type,
+                            instance_count=0,
+                            usd_per_hour=row.usd_per_hour,
+                        )
+                    )
+
+    def resources(self, include_gone: bool = False) -> list[Resource]:
+        with self.session() as s:
+            query = select(ResourceRow).order_by(ResourceRow.kind, ResourceRow.name)
+            if not include_gone:
+                query = query.where(ResourceRow.gone_at.is_(None))
+            return [row_to_resource(row) for row in s.scalars(query)]
+
+    def resource_by_name(self, kind: str, name: str) -> Resource | None:
+        with self.session() as s:
+            row = s.scalars(
+                select(ResourceRow)
+                .where(ResourceRow.kind == kind, ResourceRow.name == name)
+                .order_by(ResourceRow.last_seen.desc())
+            ).first()
+            return row_to_resource(row) if row else None
+
+    def last_activity(self, arns: Sequence[str] | None = None) -> dict[str, datetime]:
+        """Last known activity per resource, to continue an incremental log scan."""
+        with self.session() as s:
+            query = select(ResourceRow.arn, ResourceRow.last_activity).where(
+                ResourceRow.last_activity.is_not(None)
+            )
+            return {arn: at for arn, at in s.execute(query) if at is not None}
+
+    def scan_cursor(self, account: str, region: str, source: str) -> datetime | None:
+        with self.session() as s:
+            row = s.get(ScanCursorRow, (account, region, source))
+            return row.scanned_until if row else None
+
+    def set_scan_cursor(self, account: str, region: str, source: str, until: datetime) -> None:
+        with self.session() as s:
+            row = s.get(ScanCursorRow, (account, region, source))
+            if row is None:
+                s.add(ScanCursorRow(account=account, region=region, source=source, scanned_until=until))
+            else:
+                row.scanned_until = until
+
+    # --- episodes ----------------------------------------------------------------------
+
+    def open_episodes(self) -> dict[tuple[str, str], Episode]:
+        with self.session() as s:
+            rows = s.scalars(select(EpisodeRow).where(EpisodeRow.ended_at.is_(None)))
+            return {(row.arn, row.rule_id): _episode(row) for row in rows}
+
+    def start_episode(
+        self, arn: str, rule_id: str, now: datetime, deadline: datetime | None
+    ) -> int:
+        with self.session() as s:
+            row = EpisodeRow(
+                arn=arn, rule_id=rule_id, started_at=now, warned_at=now, deadline=deadline
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def mark_acted(self, episode_id: int, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(update(EpisodeRow).where(EpisodeRow.id == episode_id).values(acted_at=now))
+
+    def end_episode(self, episode_id: int, now: datetime, reason: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(EpisodeRow)
+                .where(EpisodeRow.id == episode_id, EpisodeRow.ended_at.is_(None))
+                .values(ended_at=now, end_reason=reason)
+            )
+
+    def episode_message(self, episode_id: int) -> tuple[str | None, str | None]:
+        """(channel, ts) of the Slack message that tells this episode's story, if sent."""
+        with self.session() as s:
+            row = s.get(EpisodeRow, episode_id)
+            return (row.slack_channel, row.slack_ts) if row else (None, None)
+
+    def set_episode_message(self, episode_id: int, channel: str, ts: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(EpisodeRow)
+                .where(EpisodeRow.id == episode_id)
+                .values(slack_channel=channel, slack_ts=ts)
+            )
+
+    # --- actions (the audit trail) -----------------------------------------------------
+
+    def record_action(
+        self,
+        res: Resource,
+        *,
+        rule_id: str | None,
+        episode_id: int | None,
+        action: str,
+        mode: str,
+        outcome: str,
+        detail: str,
+        now: datetime,
+    ) -> int:
+        """Write an audit row and commit it before anything else happens."""
+        with self.session() as s:
+            row = ActionRow(
+                at=now,
+                arn=res.arn,
+                kind=res.kind,
+                name=res.name,
+                account=res.account,
+                region=res.region,
+                rule_id=rule_id,
+                episode_id=episode_id,
+                action=action,
+                mode=mode,
+                outcome=outcome,
+                detail=detail,
+                finished_at=None if outcome == "intended" else now,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_action(self, action_id: int, outcome: str, detail: str, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(ActionRow)
+                .where(ActionRow.id == action_id)
+                .values(outcome=outcome, detail=detail, finished_at=now)
+            )
+
+    def unfinished_actions(self) -> list[ActionRow]:
+        """Actions recorded as intended whose outcome never arrived (a crash in between)."""
+        with self.session() as s:
+            return list(s.scalars(select(ActionRow).where(ActionRow.outcome == "intended")))
+
+    def audit(self, since: datetime) -> list[ActionRow]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(ActionRow).where(ActionRow.at >= since).order_by(ActionRow.id))
+            )
+
+    # --- snoozes -----------------------------------------------------------------------
+
+    def snooze(self, arn: str, until: datetime, reason: str, by: str, now: datetime) -> None:
+        with self.session() as s:
+            row = s.get(SnoozeRow, arn)
+            if row is None:
+                s.add(SnoozeRow(arn=arn, until=until, reason=reason, by=by, created_at=now))
+            else:
+                row.until, row.reason, row.by, row.created_at = until, reason, by, now
+
+    def unsnooze(self, arn: str) -> bool:
+        with self.session() as s:
+            return bool(s.execute(delete(SnoozeRow).where(SnoozeRow.arn == arn)).rowcount)
+
+    def snoozes(self, now: datetime) -> dict[str, datetime]:
+        """Active stored snoozes: arn -> until."""
+        with self.session() as s:
+            rows = s.scalars(select(SnoozeRow).where(SnoozeRow.until > now))
+            return {row.arn: row.until for row in rows}
+
+    # --- Slack outbox ------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        key: str,
+        arn: str | None,
+        episode_id: int | None,
+        operation: str,
+        channel: str | None,
+        payload: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        """Queue a message once per idempotency key; False if that key was queued before."""
+        with self.session() as s:
+            if s.scalar(select(OutboxRow.id).where(OutboxRow.key == key)) is not None:
+                return False
+            s.add(
+                OutboxRow(
+                    key=key,
+                    arn=arn,
+                    episode_id=episode_id,
+                    operation=operation,
+                    channel=channel,
+                    payload=payload,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
+            return True
+
+    def pending_messages(self) -> list[OutboxRow]:
+        """Undelivered messages, oldest first (so each resource's story stays in order)."""
+        with self.session() as s:
+            return list(
+                s.scalars(select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id))
+            )
+
+    def message_sent(self, message_id: int, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == message_id)
+                .values(sent_at=now, attempts=OutboxRow.attempts + 1, last_error=None)
+            )
+
+    def message_failed(self, message_id: int, error: str, retry_at: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == message_id)
+                .values(
+                    attempts=OutboxRow.attempts + 1, last_error=error[:2000], next_attempt_at=retry_at
+                )
+            )
+
+    # --- cycles ------------------------------------------------------------------------
+
+    def save_cycle(self, report: dict[str, Any], mode: str) -> None:
+        with self.session() as s:
+            s.add(
+                CycleRow(
+                    started_at=datetime.fromisoformat(report["started_at"]),
+                    finished_at=datetime.fromisoformat(report["finished_at"]),
+                    mode=mode,
+                    report=json.loads(json.dumps(report, default=str)),
+                )
+            )
+
+    def last_cycle(self) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.scalars(select(CycleRow).order_by(CycleRow.id.desc())).first()
+            return dict(row.report) if row else None
+
+    def prune(self, now: datetime, keep: timedelta) -> int:
+        """Drop history older than the retention window; current state is never pruned."""
+        cutoff = now - keep
+        removed = 0
+        with self.session() as s:
+            for stmt in (
+                delete(ResourceEvent).where(ResourceEvent.at < cutoff),
+                delete(CycleRow).where(CycleRow.started_at < cutoff),
+                delete(OutboxRow).where(OutboxRow.sent_at < cutoff),
+                delete(ResourceRow).where(ResourceRow.gone_at < cutoff),
+            ):
+                removed += s.execute(stmt).rowcount or 0
+        return removed
+
+
+_LOCK_KEY = 0x636F7374  # "cost": the advisory lock id shared by every replica
+
+
+def _event_for(res: Resource, now: datetime) -> ResourceEvent:
+    return ResourceEvent(
+        arn=res.arn,
+        at=now,
+        status=res.status,
+        running=res.running,
+        instance_type=res.instance_type,
+        instance_count=res.instance_count,
+        usd_per_hour=res.usd_per_hour,
+    )
+
+
+def instance_id() -> str:
+    """Which process ran a cycle (host:pid), for the cycle report."""
+    return f"{socket.gethostname()}:{os.getpid()}"

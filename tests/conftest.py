@@ -1,0 +1,107 @@
+"""Shared fixtures: the simulated AWS account, both databases, a manual clock.
+
+Postgres: every test run gets its own database (created on the server named by
+COST_GUARD_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test), so parallel
+runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from guard.model import ManualClock
+from guard.sim import Simulator
+from guard.store import Base, Store, normalize_url, upgrade
+
+POSTGRES_URL = os.environ.get(
+    "COST_GUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # a Monday morning
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture(scope="session")
+def _sim_server() -> Iterator[Simulator]:
+    sim = Simulator(ManualClock(START)).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def sim(_sim_server: Simulator, clock: ManualClock) -> Iterator[Simulator]:
+    """A fresh simulated account on the shared local moto server, on the test's clock."""
+    from guard.sim.moto_ext import install
+
+    _sim_server.reset()
+    _sim_server.clock = clock
+    install(clock)
+    yield _sim_server
+    _sim_server.heal()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test run's own on the local Postgres server."""
+    admin_url = make_url(normalize_url(POSTGRES_URL))
+    name = f"cost_guard_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # CI must fail loudly when Postgres is missing
+        pytest.fail(f"Postgres at {admin_url.render_as_string()} is not usable: {exc}")
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("db") / "cost-guard.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on both engines, starting from empty (migrated) tables."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    engine = create_engine(normalize_url(url))
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """A store on a fresh SQLite file, for tests that are not about the database."""
+    url = f"sqlite:///{tmp_path / 'guard.db'}"
+    upgrade(url)
+    s = Store(url)
+    yield s
+    s.close()

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from guard.model import ActivitySource, Resource
+from guard.store import Base, Store, normalize_url, upgrade
+
+
+def _resource(now, **changes) -> Resource:
+    values = dict(
+        arn="arn:aws:sagemaker:us-east-1:123456789012:notebook-instance/nb",
+        kind="notebook",
+        name="nb",
+        account="123456789012",
+        region="us-east-1",
+        status="InService",
+        running=True,
+        instance_type="ml.t3.medium",
+        instance_count=1,
+        usd_per_hour=Decimal("0.05"),
+        price_source="bundled",
+        created_at=now - timedelta(hours=3),
+        running_since=now - timedelta(hours=3),
+        last_activity=now - timedelta(hours=1),
+        activity_source=ActivitySource.JUPYTER_LOG,
+        tags={"owner": "a@example.com"},
+    )
+    values.update(changes)
+    return Resource(**values)
+
+
+def test_migrations_match_models(db_url: str) -> None:
+    """Models and migrations agree: autogenerate finds nothing to add, drop or change."""
+    upgrade(db_url)  # idempotent on an up-to-date database
+    engine = create_engine(normalize_url(db_url))
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_snapshot_roundtrip_keeps_utc_and_decimal(store: Store, clock) -> None:
+    now = clock.now()
+    store.save_snapshot([_resource(now)], {("123456789012", "us-east-1", "notebook")}, now)
+    [loaded] = store.resources()
+    assert loaded.usd_per_hour == Decimal("0.05")
+    assert loaded.running_since == now - timedelta(hours=3)
+    assert loaded.running_since.utcoffset() == timedelta(0)
+    assert loaded.tags == {"owner": "a@example.com"}
+
+
+def test_history_records_changes_only(store: Store, clock) -> None:
+    from sqlalchemy import func, select
+
+    from guard.store import ResourceEvent
+
+    now = clock.now()
+    scanned = {("123456789012", "us-east-1", "notebook")}
+    for _ in range(3):
+        store.save_snapshot([_resource(now)], scanned, now)
+        now += timedelta(minutes=5)
+    store.save_snapshot([_resource(now, status="Stopped", running=False)], scanned, now)
+    store.save_snapshot([], scanned, now + timedelta(minutes=5))
+    with store.session() as s:
+        count = s.scalar(select(func.count()).select_from(ResourceEvent))
+    assert count == 3  # first seen, stopped, gone
+    assert store.resources() == []
+    assert store.resources(include_gone=True)[0].running is False
+
+
+def test_failed_region_does_not_make_resources_gone(store: Store, clock) -> None:
+    now = clock.now()
+    store.save_snapshot([_resource(now)], {("123456789012", "us-east-1", "notebook")}, now)
+    store.save_snapshot([], set(), now + timedelta(minutes=5))  # the region's scan failed
+    assert [r.name for r in store.resources()] == ["nb"]
+
+
+def test_unknown_evidence_keeps_last_known_activity(store: Store, clock) -> None:
+    now = clock.now()
+    scanned = {("123456789012", "us-east-1", "notebook")}
+    store.save_snapshot([_resource(now)], scanned, now)
+    store.save_snapshot(
+        [_resource(now, last_activity=None, activity_source=ActivitySource.UNKNOWN)], scanned, now
+    )
+    [loaded] = store.resources()
+    assert loaded.unknown
+    assert loaded.last_activity == now - timedelta(hours=1)
+
+
+def test_outbox_is_idempotent_per_key(store: Store, clock) -> None:
+    now = clock.now()
+    assert store.enqueue(
+        key="k1", arn="a", episode_id=None, operation="post", channel="#c", payload={}, now=now
+    )
+    assert not store.enqueue(
+        key="k1", arn="a", episode_id=None, operation="post", channel="#c", payload={}, now=now
+    )
+    [message] = store.pending_messages()
+    store.message_sent(message.id, now)
+    assert store.pending_messages() == []
+
+
+def test_snoozes_expire(store: Store, clock) -> None:
+    now = clock.now()
+    store.snooze("arn:x", now + timedelta(hours=4), "demo", "cli", now)
+    assert store.snoozes(now) == {"arn:x": now + timedelta(hours=4)}
+    assert store.snoozes(now + timedelta(hours=5)) == {}
+    assert store.unsnooze("arn:x")
+    assert not store.unsnooze("arn:x")
+
+
+def test_cycle_lock_excludes_a_second_holder(store: Store) -> None:
+    other = Store(store.url)
+    try:
+        with store.cycle_lock() as first:
+            assert first
+            with other.cycle_lock() as second:
+                assert not second
+        with other.cycle_lock() as again:
+            assert again
+    finally:
+        other.close()
