@@ -50,7 +50,9 @@ def parse_duration(value: Any) -> timedelta:
         return timedelta(seconds=value)
     match = _DURATION.match(str(value))
     if not match:
-        raise ValueError(f"invalid duration {value!r}: use a number and a unit, e.g. 90s, 15m, 2h, 3d")
+        raise ValueError(
+            f"invalid duration {value!r}: use a number and a unit, e.g. 90s, 15m, 2h, 3d"
+        )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
@@ -162,7 +164,9 @@ class Secrets(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_BOT_TOKEN")
+    )
     slack_webhook_url: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SLACK_WEBHOOK_URL")
     )
@@ -216,7 +220,9 @@ class Config(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from exc
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)"
+            ) from exc
         return value
 
     @field_validator("kinds")

@@ -33,6 +33,11 @@ class KindSpec:
     describe_operation: str  # live re-check before acting
     describe_permission: str
     name_param: str  # request parameter naming one resource
+    list_key: str  # where the list call returns its items
+    arn_field: str
+    name_field: str
+    status_field: str
+    type_field: str
     tagging_type: str  # Resource Groups Tagging API resource type filter
     running_states: tuple[str, ...]
     console_path: str  # console URL path, {name} substituted
@@ -48,6 +53,11 @@ NOTEBOOK = KindSpec(
     describe_operation="describe_notebook_instance",
     describe_permission="sagemaker:DescribeNotebookInstance",
     name_param="NotebookInstanceName",
+    list_key="NotebookInstances",
+    arn_field="NotebookInstanceArn",
+    name_field="NotebookInstanceName",
+    status_field="NotebookInstanceStatus",
+    type_field="InstanceType",
     tagging_type="sagemaker:notebook-instance",
     running_states=("InService",),
     console_path="sagemaker/home?region={region}#/notebook-instances/{name}",

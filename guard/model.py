@@ -84,9 +84,11 @@ class Resource:
         """How long nothing happened; None when that is not known."""
         if self.unknown or not self.running:
             return None
-        since = self.last_activity or self.running_since
-        if since is None:
+        # Activity from before the current run does not count: a restart is activity too.
+        known = [t for t in (self.last_activity, self.running_since) if t is not None]
+        if not known:
             return None
+        since = max(known)
         return max(now - since, timedelta(0))
 
     def running_for(self, now: datetime) -> timedelta | None:
@@ -142,3 +144,7 @@ class ScanResult:
     resources: list[Resource] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     api_calls: dict[str, int] = field(default_factory=dict)
+    # (account, region, kind) whose listing completed: only those may mark resources gone
+    scanned: set[tuple[str, str, str]] = field(default_factory=set)
+    # activity-scan cursors to persist once the snapshot is saved: (account, region, source, at)
+    cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)

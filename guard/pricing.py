@@ -8,6 +8,7 @@ shown as unknown, never as $0.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -23,10 +24,10 @@ class Price:
 @cache
 def bundled_prices() -> dict[tuple[str, str, str], Decimal]:
     table: dict[tuple[str, str, str], Decimal] = {}
-    with resources.files("guard").joinpath("data/prices.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["instance_type"], row["region"], row["component"])
-            table[key] = Decimal(row["usd_per_hour"])
+    text = resources.files("guard").joinpath("data/prices.csv").read_text(encoding="utf-8")
+    for row in csv.DictReader(io.StringIO(text)):
+        key = (row["instance_type"], row["region"], row["component"])
+        table[key] = Decimal(row["usd_per_hour"])
     return table
 
 

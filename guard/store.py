@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import filelock
 from sqlalchemy import (
@@ -36,7 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from guard.model import ActivitySource, Episode, Resource
@@ -282,7 +282,9 @@ def row_to_resource(row: ResourceRow) -> Resource:
         created_at=row.created_at,
         running_since=row.running_since,
         last_activity=row.last_activity,
-        activity_source=ActivitySource(row.activity_source),
+        activity_source=(
+            ActivitySource.UNKNOWN if row.evidence_error else ActivitySource(row.activity_source)
+        ),
         tags=dict(row.tags or {}),
         evidence_error=row.evidence_error,
     )
@@ -383,8 +385,10 @@ class Store:
                         for key in ("status", "instance_type", "instance_count", "usd_per_hour")
                     )
                     if res.unknown:
-                        # Keep the last known evidence; the unknown flag is what rules see.
+                        # Keep the last known evidence for later cycles; `evidence_error`
+                        # marks the row unknown for readers of this snapshot.
                         values.pop("last_activity")
+                        values.pop("activity_source")
                     for key, value in values.items():
                         setattr(row, key, value)
                     row.last_seen = now
@@ -423,13 +427,17 @@ class Store:
             ).first()
             return row_to_resource(row) if row else None
 
-    def last_activity(self, arns: Sequence[str] | None = None) -> dict[str, datetime]:
-        """Last known activity per resource, to continue an incremental log scan."""
+    def last_activity(self, kind: str) -> dict[str, tuple[datetime, ActivitySource]]:
+        """Last known activity per resource of a kind, to continue an incremental log scan."""
         with self.session() as s:
-            query = select(ResourceRow.arn, ResourceRow.last_activity).where(
-                ResourceRow.last_activity.is_not(None)
-            )
-            return {arn: at for arn, at in s.execute(query) if at is not None}
+            query = select(
+                ResourceRow.arn, ResourceRow.last_activity, ResourceRow.activity_source
+            ).where(ResourceRow.kind == kind, ResourceRow.last_activity.is_not(None))
+            return {
+                arn: (at, ActivitySource(source))
+                for arn, at, source in s.execute(query)
+                if at is not None and source in _ACTIVITY_EVIDENCE
+            }
 
     def scan_cursor(self, account: str, region: str, source: str) -> datetime | None:
         with self.session() as s:
@@ -440,7 +448,11 @@ class Store:
         with self.session() as s:
             row = s.get(ScanCursorRow, (account, region, source))
             if row is None:
-                s.add(ScanCursorRow(account=account, region=region, source=source, scanned_until=until))
+                s.add(
+                    ScanCursorRow(
+                        account=account, region=region, source=source, scanned_until=until
+                    )
+                )
             else:
                 row.scanned_until = until
 
@@ -554,7 +566,8 @@ class Store:
 
     def unsnooze(self, arn: str) -> bool:
         with self.session() as s:
-            return bool(s.execute(delete(SnoozeRow).where(SnoozeRow.arn == arn)).rowcount)
+            result = s.execute(delete(SnoozeRow).where(SnoozeRow.arn == arn))
+            return bool(cast(CursorResult[Any], result).rowcount)
 
     def snoozes(self, now: datetime) -> dict[str, datetime]:
         """Active stored snoozes: arn -> until."""
@@ -597,7 +610,9 @@ class Store:
         """Undelivered messages, oldest first (so each resource's story stays in order)."""
         with self.session() as s:
             return list(
-                s.scalars(select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id))
+                s.scalars(
+                    select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id)
+                )
             )
 
     def message_sent(self, message_id: int, now: datetime) -> None:
@@ -614,7 +629,9 @@ class Store:
                 update(OutboxRow)
                 .where(OutboxRow.id == message_id)
                 .values(
-                    attempts=OutboxRow.attempts + 1, last_error=error[:2000], next_attempt_at=retry_at
+                    attempts=OutboxRow.attempts + 1,
+                    last_error=error[:2000],
+                    next_attempt_at=retry_at,
                 )
             )
 
@@ -647,10 +664,12 @@ class Store:
                 delete(OutboxRow).where(OutboxRow.sent_at < cutoff),
                 delete(ResourceRow).where(ResourceRow.gone_at < cutoff),
             ):
-                removed += s.execute(stmt).rowcount or 0
+                removed += cast(CursorResult[Any], s.execute(stmt)).rowcount or 0
         return removed
 
 
+# Sources that describe real activity (not "in-service-since" or "unknown").
+_ACTIVITY_EVIDENCE = {ActivitySource.HEARTBEAT_TAG.value, ActivitySource.JUPYTER_LOG.value}
 _LOCK_KEY = 0x636F7374  # "cost": the advisory lock id shared by every replica
 
 

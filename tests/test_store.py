@@ -86,7 +86,16 @@ def test_unknown_evidence_keeps_last_known_activity(store: Store, clock) -> None
     scanned = {("123456789012", "us-east-1", "notebook")}
     store.save_snapshot([_resource(now)], scanned, now)
     store.save_snapshot(
-        [_resource(now, last_activity=None, activity_source=ActivitySource.UNKNOWN)], scanned, now
+        [
+            _resource(
+                now,
+                last_activity=None,
+                activity_source=ActivitySource.UNKNOWN,
+                evidence_error="logs down",
+            )
+        ],
+        scanned,
+        now,
     )
     [loaded] = store.resources()
     assert loaded.unknown

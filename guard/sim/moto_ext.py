@@ -15,12 +15,14 @@ here, applied once per process by `install(clock)`:
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
@@ -30,6 +32,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from moto.resourcegroupstaggingapi import responses as tagging_responses
 from moto.sagemaker import models as sm_models
+from moto.sagemaker.exceptions import ValidationError as SageMakerValidationError
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -56,7 +59,7 @@ def install(clock: Clock) -> None:
 
     def validate_instance_type(self: Any, instance_type: str) -> None:
         if not str(instance_type).startswith("ml."):
-            raise sm_models.ValidationError(message=f"Invalid instance type {instance_type!r}")
+            raise SageMakerValidationError(message=f"Invalid instance type {instance_type!r}")
 
     def stop(self: Any) -> None:
         if self.status == "InService":
@@ -67,9 +70,9 @@ def install(clock: Clock) -> None:
         self.status = "InService"
         self.last_modified_time = _now()
 
-    notebook.validate_instance_type = validate_instance_type
-    notebook.stop = stop
-    notebook.start = start
+    notebook.validate_instance_type = validate_instance_type  # type: ignore[method-assign]
+    notebook.stop = stop  # type: ignore[method-assign]
+    notebook.start = start  # type: ignore[method-assign]
 
     def add_tags(self: Any, arn: str, tags: list[dict[str, str]]) -> list[dict[str, str]]:
         resource = self._get_resource_from_arn(arn)
@@ -79,7 +82,7 @@ def install(clock: Clock) -> None:
         ]
         return list(resource.tags)
 
-    sm_models.SageMakerModelBackend.add_tags = add_tags
+    sm_models.SageMakerModelBackend.add_tags = add_tags  # type: ignore[method-assign]
 
     original_get_resources = tagging_responses.ResourceGroupsTaggingAPIResponse.get_resources
 
@@ -99,7 +102,8 @@ def install(clock: Clock) -> None:
             finally:
                 del backend.get_resources
 
-    tagging_responses.ResourceGroupsTaggingAPIResponse.get_resources = get_resources
+    tagging_responses.ResourceGroupsTaggingAPIResponse.get_resources = get_resources  # type: ignore[method-assign]
+
 
 def _now() -> datetime:
     return naive_utc(_clock.now()) if _clock else datetime.now(UTC).replace(tzinfo=None)
@@ -141,7 +145,10 @@ class FaultInjector:
                 failing = self._failing.get(operation)
             if failing is not None and failing in ("*", region):
                 body = json.dumps(
-                    {"__type": "AccessDeniedException", "message": f"simulated failure of {operation}"}
+                    {
+                        "__type": "AccessDeniedException",
+                        "message": f"simulated failure of {operation}",
+                    }
                 )
                 response = Response(body, status=400, content_type="application/x-amz-json-1.1")
                 return response(environ, start_response)
@@ -161,15 +168,30 @@ def _operation(request: Request) -> str | None:
         return f"{service}:{op}"
     if request.path.startswith("/moto-api"):
         return None
-    action = request.args.get("Action") or request.form.get("Action")
-    return f"query:{action}" if action else None
+    action = request.args.get("Action")
+    if not action and request.content_type.startswith("application/x-www-form-urlencoded"):
+        # Read the form body, then put it back: moto reads the same stream after us.
+        length = int(request.environ.get("CONTENT_LENGTH") or 0)
+        body = request.environ["wsgi.input"].read(length)
+        request.environ["wsgi.input"] = io.BytesIO(body)
+        action = (parse_qs(body.decode()).get("Action") or [None])[0]
+    service = _service_from_auth(request.headers.get("Authorization", ""))
+    return f"{service}:{action}" if action else None
+
+
+def _credential_scope(auth: str) -> list[str]:
+    # "... Credential=AKID/20260101/us-east-1/sagemaker/aws4_request, ..."
+    return auth.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
 
 
 def _region(request: Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    # Credential=AKID/20260101/us-east-1/sagemaker/aws4_request
-    parts = auth.split("Credential=", 1)[-1].split("/")
+    parts = _credential_scope(request.headers.get("Authorization", ""))
     return parts[2] if len(parts) > 3 else ""
+
+
+def _service_from_auth(auth: str) -> str:
+    parts = _credential_scope(auth)
+    return parts[3] if len(parts) > 3 else "query"
 
 
 class SimServer(ThreadedMotoServer):

@@ -1,0 +1,115 @@
+"""boto3 sessions and clients: one per account, adaptive retries, calls counted.
+
+Credentials and endpoints come from the standard boto3 chain (`AWS_ENDPOINT_URL` included).
+Member accounts are reached by assuming their `role_arn` with STS.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from guard.config import Account
+
+BOTO_CONFIG = BotoConfig(
+    retries={"mode": "adaptive", "max_attempts": 5},  # backs off on throttling, per client
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=16,
+)
+
+
+class CallCounter:
+    """Counts logical AWS API calls by "service:Operation", thread-safe."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        name = f"{model.service_model.signing_name}:{model.name}"
+        with self._lock:
+            self._counts[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._counts.items()))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+
+class Aws:
+    """Hands out clients per (account, region, service), all counted by one `CallCounter`."""
+
+    def __init__(self, counter: CallCounter | None = None) -> None:
+        self.counter = counter or CallCounter()
+        self._sessions: dict[str, boto3.Session] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._own_account: str | None = None
+
+    def client(self, account: Account | None, region: str, service: str) -> Any:
+        key = (account.id if account else "", region, service)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._session(account).client(
+                    service, region_name=region, config=BOTO_CONFIG
+                )
+                client.meta.events.register("before-call.*.*", self.counter)
+                self._clients[key] = client
+            return client
+
+    def account_id(self, account: Account | None, region: str) -> str:
+        if account is not None:
+            return account.id
+        with self._lock:
+            cached = self._own_account
+        if cached is None:
+            cached = str(self.client(None, region, "sts").get_caller_identity()["Account"])
+            with self._lock:
+                self._own_account = cached
+        return cached
+
+    def _session(self, account: Account | None) -> boto3.Session:
+        name = account.id if account else ""
+        session = self._sessions.get(name)
+        if session is None:
+            session = boto3.Session()
+            if account is not None and account.role_arn:
+                session = _assumed_session(session, account.role_arn)
+            self._sessions[name] = session
+        return session
+
+
+def _assumed_session(base: boto3.Session, role_arn: str) -> boto3.Session:
+    """A session whose credentials refresh themselves by re-assuming the role before expiry."""
+    from botocore.credentials import RefreshableCredentials
+    from botocore.session import get_session
+
+    sts = base.client("sts", config=BOTO_CONFIG)
+
+    def refresh() -> dict[str, str]:
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="cost-guard")["Credentials"]
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": creds["Expiration"].isoformat(),
+        }
+
+    botocore_session = get_session()
+    botocore_session._credentials = RefreshableCredentials.create_from_metadata(
+        metadata=refresh(), refresh_using=refresh, method="sts-assume-role"
+    )
+    return boto3.Session(botocore_session=botocore_session)

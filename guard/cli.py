@@ -1,0 +1,234 @@
+"""`cost-guard`: parses arguments, wires the pieces, prints. No logic a test would need."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from guard import __version__
+from guard.config import Config, ConfigError, config_path, load_config, parse_duration
+from guard.kinds import KINDS
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "apscheduler.executors", "werkzeug", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def with_config(func: F) -> F:
+    """Adds `--config PATH` and passes the validated, frozen `Config` as `cfg`."""
+
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="YAML config (default: $COST_GUARD_CONFIG, then ./cost-guard.yaml).",
+    )
+    @wraps(func)
+    def wrapper(*args: Any, config_file: str | None, **kwargs: Any) -> Any:
+        try:
+            cfg = load_config(config_path(config_file))
+        except ConfigError as exc:
+            err.print(f"[red]invalid configuration[/red]\n{exc}", highlight=False)
+            sys.exit(2)
+        return func(*args, cfg=cfg, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cost-guard")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Stops Amazon SageMaker from quietly burning money."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option(
+    "--speed", type=float, default=1.0, help="Pause multiplier between demo steps (0 = no pauses)."
+)
+def demo(speed: float) -> None:
+    """A simulated SageMaker account walked through an evening, in the terminal."""
+    from guard.demo import run_demo
+
+    run_demo(console, pause=speed)
+
+
+@main.command()
+@with_config
+def run(cfg: Config) -> None:
+    """The daemon: a cycle every scan_interval until SIGTERM (finishes the running cycle)."""
+    from guard.daemon import run_forever
+    from guard.wiring import build_guard
+
+    run_forever(build_guard(cfg))
+
+
+@main.command()
+@click.option("--enforce", is_flag=True, help="Really stop resources (default: the config's mode).")
+@click.option("--json", "as_json", is_flag=True, help="Print the cycle report as JSON.")
+@with_config
+def once(cfg: Config, enforce: bool, as_json: bool) -> None:
+    """Run one cycle, then exit."""
+    from guard.cycle import run_cycle
+    from guard.reports import cycle_summary
+    from guard.wiring import build_guard
+
+    if enforce:
+        cfg = cfg.with_overrides(mode="enforce")
+    report = run_cycle(build_guard(cfg))
+    if as_json:
+        _dump(report)
+    else:
+        console.print(cycle_summary(report), highlight=False)
+        for action in report.get("actions", []):
+            console.print(
+                f"  {action['outcome']}: {action['action']} {action['kind']}/{action['name']}"
+                f" — {action['detail']}",
+                highlight=False,
+            )
+        for error in report.get("errors", []):
+            console.print(f"  [red]error[/red]: {error}", highlight=False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per resource).")
+@click.option(
+    "--scan", is_flag=True, help="Scan AWS now instead of showing the last cycle's snapshot."
+)
+@click.option("--all", "show_all", is_flag=True, help="Include stopped resources.")
+@with_config
+def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
+    """What is running now, what it costs, and what the rules think of it."""
+    from guard.inventory import ScanContext
+    from guard.inventory import scan as scan_aws
+    from guard.reports import inventory_items, inventory_table
+    from guard.wiring import build_guard
+
+    guard = build_guard(cfg)
+    now = guard.clock.now()
+    if scan:
+        result = scan_aws(ScanContext(cfg, guard.aws, guard.store, guard.prices, now))
+        guard.store.save_snapshot(result.resources, result.scanned, now)
+        for error in result.errors:
+            err.print(f"[red]scan error[/red]: {error}", highlight=False)
+    resources = [r for r in guard.store.resources() if show_all or r.running]
+    items = inventory_items(
+        resources, cfg, guard.store.snoozes(now), guard.store.open_episodes(), now
+    )
+    if as_json:
+        _dump(items)
+    elif not items:
+        console.print("Nothing running (run `cost-guard once` or `inventory --scan` to scan).")
+    else:
+        console.print(inventory_table(items, cfg, now))
+
+
+@main.command()
+@click.option("--since", default="7d", show_default=True, help="How far back, e.g. 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True)
+@with_config
+def audit(cfg: Config, since: str, as_json: bool) -> None:
+    """Every warning and action, with its mode, outcome and reason."""
+    from guard.reports import audit_entries, audit_table
+    from guard.wiring import build_guard
+
+    guard = build_guard(cfg)
+    entries = audit_entries(guard.store.audit(guard.clock.now() - parse_duration(since)))
+    if as_json:
+        _dump(entries)
+    else:
+        console.print(audit_table(entries, cfg))
+
+
+def _resolve(cfg: Config, target: str) -> tuple[Any, str]:
+    from guard.wiring import build_guard
+
+    kind, _, name = target.partition("/")
+    if kind not in KINDS or not name:
+        raise click.BadParameter(
+            f"use KIND/NAME with KIND one of {', '.join(KINDS)}", param_hint="TARGET"
+        )
+    guard = build_guard(cfg)
+    res = guard.store.resource_by_name(kind, name)
+    if res is None:
+        raise click.ClickException(
+            f"{target} is not known yet: "
+            "run `cost-guard once` or `cost-guard inventory --scan` first"
+        )
+    return guard, res.arn
+
+
+@main.command()
+@click.argument("target", metavar="KIND/NAME")
+@click.option("--for", "duration", default="4h", show_default=True, help="How long, e.g. 4h, 2d.")
+@click.option("--reason", default="", help="Shown in the audit trail and inventory.")
+@with_config
+def snooze(cfg: Config, target: str, duration: str, reason: str) -> None:
+    """No warning and no action for a resource until the snooze ends."""
+    guard, arn = _resolve(cfg, target)
+    now = guard.clock.now()
+    until = now + parse_duration(duration)
+    guard.store.snooze(arn, until, reason, "cli", now)
+    console.print(
+        f"{target} snoozed until {until.astimezone(cfg.tz):%Y-%m-%d %H:%M %Z}", highlight=False
+    )
+
+
+@main.command()
+@click.argument("target", metavar="KIND/NAME")
+@with_config
+def unsnooze(cfg: Config, target: str) -> None:
+    """End a stored snooze now."""
+    guard, arn = _resolve(cfg, target)
+    removed = guard.store.unsnooze(arn)
+    console.print(f"{target}: {'snooze removed' if removed else 'was not snoozed'}")
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@with_config
+def db_upgrade(cfg: Config) -> None:
+    """Apply the Alembic migrations up to head (the daemon also does this at start)."""
+    from guard.config import mask_url
+    from guard.store import upgrade
+
+    upgrade(cfg.database_url)
+    console.print(
+        f"database at {mask_url(cfg.database_url)} is at the latest schema", highlight=False
+    )
+
+
+@main.command("check-config")
+@with_config
+def check_config(cfg: Config) -> None:
+    """Validate the config and print the effective values (secrets masked)."""
+    import yaml
+
+    click.echo(yaml.safe_dump(cfg.effective(), sort_keys=False))

@@ -1,0 +1,203 @@
+"""One cycle: scan -> save -> evaluate -> act -> notify, returning a report.
+
+The cycle holds the database's cycle lock, so two replicas never act twice. Everything it
+needs arrives in one `Guard` bundle (config, clock, clients, store); it never reads the
+wall clock or the environment itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from guard.actions import Actions
+from guard.aws import Aws
+from guard.config import Config
+from guard.inventory import ScanContext, scan
+from guard.model import Clock, Decision, Resource, Step
+from guard.notify import Notice, Notifier
+from guard.pricing import PriceBook
+from guard.rules import evaluate
+from guard.store import Store, instance_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Guard:
+    """Everything a cycle needs, built once by the CLI / daemon / Lambda wiring."""
+
+    cfg: Config
+    clock: Clock
+    store: Store
+    aws: Aws = field(default_factory=Aws)
+    notifier: Notifier | None = None
+    prices: PriceBook = field(default_factory=PriceBook)
+
+    def __post_init__(self) -> None:
+        if self.notifier is None:
+            self.notifier = Notifier(self.cfg, self.store, self.clock)
+        self.actions = Actions(self.cfg, self.aws, self.store, self.clock)
+
+
+def run_cycle(guard: Guard) -> dict[str, Any]:
+    """Run one cycle if no other process is running one; return the cycle report."""
+    with guard.store.cycle_lock() as held:
+        if not held:
+            now = guard.clock.now().isoformat()
+            log.info("another replica holds the cycle lock; skipping this cycle")
+            return {
+                "started_at": now,
+                "finished_at": now,
+                "skipped": "another replica is running a cycle",
+            }
+        return _cycle(guard)
+
+
+def _cycle(guard: Guard) -> dict[str, Any]:
+    cfg, store, clock = guard.cfg, guard.store, guard.clock
+    assert guard.notifier is not None
+    started = clock.now()
+    wall_start = time.perf_counter()  # the injected clock may stand still (tests, demo)
+    guard.aws.counter.reset()
+
+    result = scan(ScanContext(cfg, guard.aws, store, guard.prices, started))
+    store.save_snapshot(result.resources, result.scanned, started)
+    for account, region, source, at in result.cursors:
+        store.set_scan_cursor(account, region, source, at)
+
+    now = clock.now()
+    decisions = evaluate(result.resources, store.open_episodes(), store.snoozes(now), cfg, now)
+    applied = _apply(guard, decisions)
+    delivery = guard.notifier.deliver()
+    store.prune(now, cfg.history_retention)
+
+    report = _report(guard, result.resources, started, clock.now(), applied, result.errors)
+    report["duration_seconds"] = round(time.perf_counter() - wall_start, 3)
+    report["api_calls"] = guard.aws.counter.snapshot()
+    report["api_calls_total"] = sum(report["api_calls"].values())
+    report["slack"] = delivery
+    store.save_cycle(report, cfg.mode)
+    log.info(
+        "cycle done: %d resources, %d running, $%s/h, %d warnings, %d actions, %d errors, "
+        "%d AWS calls",
+        report["resources"], report["running"], report["usd_per_hour"], report["warnings"],
+        len(report["actions"]), len(report["errors"]), report["api_calls_total"],
+    )  # fmt: skip
+    return report
+
+
+def _apply(guard: Guard, decisions: list[Decision]) -> dict[str, list[dict[str, Any]]]:
+    """Carry out the decisions in order: open/close episodes, act, queue Slack messages."""
+    cfg, store, now = guard.cfg, guard.store, guard.clock.now()
+    assert guard.notifier is not None
+    applied: dict[str, list[dict[str, Any]]] = {"warnings": [], "actions": [], "resolved": []}
+    opened: dict[tuple[str, str], int] = {}
+
+    for d in decisions:
+        res = d.resource
+        entry = {
+            "arn": res.arn,
+            "kind": res.kind,
+            "name": res.name,
+            "rule": d.rule_id,
+            "reason": d.reason,
+        }
+        if d.step is Step.WARN:
+            episode_id = store.start_episode(res.arn, d.rule_id, now, d.deadline)
+            opened[(res.arn, d.rule_id)] = episode_id
+            detail = d.reason + (
+                f"; {d.action} due at {d.deadline.isoformat()}"
+                if d.deadline and d.action != "notify"
+                else ""
+            )
+            store.record_action(
+                res, rule_id=d.rule_id, episode_id=episode_id, action="warn",
+                mode=cfg.mode, outcome="warned", detail=detail, now=now,
+            )  # fmt: skip
+            guard.notifier.notify(_notice(d, episode_id, "warned", cfg.mode))
+            applied["warnings"].append(entry)
+        elif d.step is Step.ACT:
+            episode_id = d.episode_id or opened[(res.arn, d.rule_id)]
+            outcome = guard.actions.execute(
+                res, d.action, rule_id=d.rule_id, episode_id=episode_id, reason=d.reason
+            )
+            store.mark_acted(episode_id, now)
+            state = {"dry-run": "would-act", "failed": "failed"}.get(outcome.outcome, "acted")
+            guard.notifier.notify(_notice(d, episode_id, state, cfg.mode, outcome.detail))
+            applied["actions"].append(
+                {
+                    **entry,
+                    "action": d.action,
+                    "mode": cfg.mode,
+                    "outcome": outcome.outcome,
+                    "detail": outcome.detail,
+                }
+            )
+        elif d.step is Step.RESOLVE and d.episode_id is not None:
+            store.end_episode(d.episode_id, now, d.reason)
+            guard.notifier.notify(_notice(d, d.episode_id, "resolved", cfg.mode, d.reason))
+            applied["resolved"].append(entry)
+    return applied
+
+
+def _notice(d: Decision, episode_id: int, state: str, mode: str, detail: str = "") -> Notice:
+    return Notice(
+        resource=d.resource,
+        rule_id=d.rule_id,
+        episode_id=episode_id,
+        state=state,
+        action=d.action,
+        reason=d.reason,
+        deadline=d.deadline,
+        mode=mode,
+        detail=detail,
+    )
+
+
+def _report(
+    guard: Guard,
+    resources: list[Resource],
+    started: datetime,
+    finished: datetime,
+    applied: dict[str, list[dict[str, Any]]],
+    errors: list[str],
+) -> dict[str, Any]:
+    by_kind: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"listed": 0, "running": 0, "unknown": 0, "unpriced": 0, "usd_per_hour": Decimal(0)}
+    )
+    for res in resources:
+        entry = by_kind[res.kind]
+        entry["listed"] += 1
+        if res.running:
+            entry["running"] += 1
+            entry["unknown"] += int(res.unknown)
+            if res.usd_per_hour is None:
+                entry["unpriced"] += 1
+            else:
+                entry["usd_per_hour"] += res.usd_per_hour * res.instance_count
+    total = sum((k["usd_per_hour"] for k in by_kind.values()), Decimal(0))
+    return {
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "mode": guard.cfg.mode,
+        "instance": instance_id(),
+        "resources": len(resources),
+        "running": sum(k["running"] for k in by_kind.values()),
+        "by_kind": {
+            kind: {**v, "usd_per_hour": str(v["usd_per_hour"])}
+            for kind, v in sorted(by_kind.items())
+        },
+        "usd_per_hour": str(total),
+        "prices": "bundled table",
+        "warnings": len(applied["warnings"]),
+        "warned": applied["warnings"],
+        "actions": applied["actions"],
+        "resolved": applied["resolved"],
+        "errors": errors,
+    }

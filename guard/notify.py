@@ -1,0 +1,409 @@
+"""Slack: render one message per resource episode, queue it in the outbox, deliver it.
+
+`notify` only renders and queues (idempotent per episode and state), so a cycle never waits on
+Slack and a re-run never double-posts. `deliver` sends what is due, in order per resource; a
+failure is retried later with backoff. Transport, from the secrets: a bot token (Block Kit with
+buttons, one message per episode updated in place), an incoming webhook (a new message per
+step, no buttons), or neither (plain text to the terminal/log).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+from slack_sdk.webhook import WebhookClient
+
+from guard.config import Config
+from guard.kinds import KINDS
+from guard.model import Clock, Resource
+from guard.store import OutboxRow, Store
+
+log = logging.getLogger(__name__)
+
+# slack-sdk's webhook client logs its URL (a secret) at DEBUG; give it a logger that cannot.
+_sdk_log = logging.getLogger("guard.notify.sdk")
+_sdk_log.setLevel(logging.INFO)
+
+CONSOLE = "https://console.aws.amazon.com/"
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(minutes=15)
+STALE_AFTER = timedelta(hours=1)
+# What talking to Slack can raise besides an API error: refused, reset, timed out, cut short.
+# Database errors are deliberately not here: they must not pass for a failed send.
+_NETWORK_ERRORS = (SlackClientError, OSError, http.client.HTTPException)
+_USER_ID = re.compile(r"<?@?([UW][A-Z0-9]{6,})>?")
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+>")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_EMOJI = {"warned": ":warning:", "acted": ":octagonal_sign:", "would-act": ":eyes:"}
+_EMOJI |= {"failed": ":x:", "resolved": ":white_check_mark:"}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One step of an episode's story, as the cycle tells it."""
+
+    resource: Resource
+    rule_id: str
+    episode_id: int
+    state: str  # "warned" | "acted" | "would-act" | "failed" | "resolved"
+    action: str  # the rule's action: "notify" | "stop"
+    reason: str  # the evidence for people: "no Jupyter activity for 3 h 10 min"
+    deadline: datetime | None  # when the action will happen (state "warned"), UTC-aware
+    mode: str  # "dry-run" | "enforce"
+    detail: str = ""  # outcome detail: "StopNotebookInstance accepted", "became active"
+
+
+class _SendFailed(Exception):
+    """A send Slack did not accept; `error` is safe to store and log (no secrets)."""
+
+    def __init__(self, error: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(error)
+        self.error = error
+        self.retry_after = retry_after
+        # Unreachable, rate limited or a server error: not this message's fault.
+        self.transient = status is None or status == 429 or status >= 500
+
+
+class Notifier:
+    def __init__(
+        self, cfg: Config, store: Store, clock: Clock, echo: Callable[[str], None] | None = None
+    ) -> None:
+        self.cfg, self.store, self.clock, self.echo = cfg, store, clock, echo
+        token, webhook = cfg.secrets.slack_bot_token, cfg.secrets.slack_webhook_url
+        self._secrets = [s.get_secret_value() for s in (token, webhook) if s is not None]
+        self._client: WebClient | None = None
+        self._webhook: WebhookClient | None = None
+        # No slack-sdk retry handlers: they sleep inside the cycle, and the outbox already
+        # retries with a backoff that survives restarts.
+        if token is not None:
+            self._client = WebClient(
+                token=token.get_secret_value(),
+                base_url=cfg.slack.base_url,
+                timeout=cfg.slack.timeout_seconds,
+                retry_handlers=[],
+            )
+        elif webhook is not None:
+            self._webhook = WebhookClient(
+                webhook.get_secret_value(),
+                timeout=cfg.slack.timeout_seconds,
+                logger=_sdk_log,
+                retry_handlers=[],
+            )
+        self.transport = "bot" if self._client else "webhook" if self._webhook else "terminal"
+        self._user_ids: dict[str, str | None] = {}  # email -> Slack user id (None: no user)
+
+    # --- queueing ------------------------------------------------------------------------
+
+    def notify(self, notice: Notice) -> None:
+        """Render and queue; calling it again for the same episode and state queues nothing."""
+        owner, owner_id = self._owner(notice.resource)
+        rule = self.cfg.rule(notice.rule_id)
+        now = self.clock.now()
+        self.store.enqueue(
+            key=f"episode:{notice.episode_id}:{notice.state}",
+            arn=notice.resource.arn,
+            episode_id=notice.episode_id,
+            operation="post" if notice.state == "warned" else "update",
+            # Without any channel configured the owner gets a direct message.
+            channel=(rule.channel if rule else None) or self.cfg.slack.channel or owner_id,
+            payload=self.render(notice, owner, now),
+            now=now,
+        )
+
+    def render(self, n: Notice, owner: str, now: datetime) -> dict[str, Any]:
+        """The payload: Block Kit `blocks`, a phone-friendly `text`, a `plain` terminal form."""
+        res, kind = n.resource, KINDS[n.resource.kind]
+        itype = res.instance_type or "unknown type"
+        price = "unknown" if res.usd_per_hour is None else f"{_usd(res.usd_per_hour)}/h"
+        accrued = res.accrued_usd(now)
+        since = "unknown"
+        if res.running_since is not None:
+            # A weekday alone is ambiguous once the run is a week old.
+            recent = now - res.running_since < timedelta(days=6)
+            since = self._time(res.running_since, "%a %H:%M %Z" if recent else "%d %b %H:%M %Z")
+        fields = [
+            ("Account / Region", f"{res.account} / {res.region}"),
+            ("Instance", f"{itype} \N{MULTIPLICATION SIGN} {res.instance_count}"),
+            ("Cost", price if accrued is None else f"{price}, {_usd(accrued)} so far"),
+            ("Running since", since),
+            ("Owner", owner),
+            ("Why", f"{n.rule_id}: {n.reason}"),
+        ]
+        long, short = self._outcome(n, now)
+        title = kind.title[:1].upper() + kind.title[1:]
+        url = CONSOLE + kind.console_path.format(region=res.region, name=res.name)
+        blocks: list[Block] = [
+            HeaderBlock(text=f"{_EMOJI.get(n.state, '')} {title} {res.name}"[:150]),
+            SectionBlock(fields=[MarkdownTextObject(text=f"*{k}*\n{_esc(v)}") for k, v in fields]),
+            SectionBlock(text=MarkdownTextObject(text=f"*What happens*\n{_esc(long)}")),
+        ]
+        if self.transport == "bot" and n.state == "warned":
+            blocks.append(_buttons(n, url))
+        link = f"<{url}|Open in the AWS console> · {n.mode} · cost-guard"
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=link)]))
+        short_price = "price unknown" if res.usd_per_hour is None else price
+        plain = [f"[{n.state}] {title} {res.name}", *(f"  {k}: {v}" for k, v in fields)]
+        payload: dict[str, Any] = {
+            "text": f"{title} {res.name} ({itype}, {short_price}): {n.reason}. {short}",
+            "blocks": [b.to_dict() for b in blocks],
+            "plain": "\n".join([*plain, f"  What happens: {long}", f"  Console: {url}"]),
+        }
+        if n.state != "warned":
+            extra = f" ({n.detail})" if n.detail and n.detail not in short else ""
+            payload["thread_text"] = short + extra
+        return payload
+
+    def _outcome(self, n: Notice, now: datetime) -> tuple[str, str]:
+        """(long, short) sentences saying what happens; the short one fits a phone banner."""
+        verb, past = _verb(n), _verb(n, past=True)
+        if n.state == "warned":
+            if n.action == "notify":
+                return "Notification only", "Notification only."
+            when, left = "on the next check", ""
+            if n.deadline is not None:
+                when = f"at {self._time(n.deadline, '%H:%M %Z')}"
+                left = f" (in {_span(max(n.deadline - now, timedelta(0)))})"
+            if n.mode != "enforce":
+                return (
+                    f"Dry-run: would {verb} {when}{left}, nothing will be changed",
+                    f"Dry-run: would {verb} {when}, nothing will be changed.",
+                )
+            return (
+                f"Will {verb} {when}{left} unless it becomes active or is snoozed",
+                f"Will {verb} {when} unless used or snoozed.",
+            )
+        at = self._time(now, "%H:%M %Z")
+        long = {
+            "acted": f"{past.capitalize()} at {at} by rule {n.rule_id}",
+            "would-act": f"Dry-run: would have {past} now",
+            "failed": f"Tried to {verb} at {at}, failed: {n.detail or 'unknown error'}",
+            "resolved": f"Resolved: {n.detail or 'no longer matches'}",
+        }.get(n.state, f"{n.state}: {n.detail}")
+        return long, long + "."
+
+    def _time(self, when: datetime, fmt: str) -> str:
+        return when.astimezone(self.cfg.tz).strftime(fmt)
+
+    def _owner(self, res: Resource) -> tuple[str, str | None]:
+        """(how to show the owner, their Slack user id if known)."""
+        value = res.tags.get(self.cfg.tags.owner, "").strip()
+        if not value:
+            return "unknown", None
+        if not self.cfg.slack.mention_owners:
+            return value, None
+        user_id = None
+        if match := _USER_ID.fullmatch(value):
+            user_id = match.group(1)
+        elif self._client is not None and _EMAIL.fullmatch(value):
+            user_id = self._lookup(self._client, value)
+        return (f"<@{user_id}>", user_id) if user_id else (value, None)
+
+    def _lookup(self, client: WebClient, email: str) -> str | None:
+        if email in self._user_ids:
+            return self._user_ids[email]
+        try:
+            user_id: str | None = str(client.users_lookupByEmail(email=email)["user"]["id"])
+        except SlackApiError as exc:
+            if exc.response.get("error") != "users_not_found":
+                log.warning("Slack users.lookupByEmail failed: %s", _api_error(exc))
+                return None  # not cached: worth asking again next time
+            user_id = None
+        except _NETWORK_ERRORS as exc:  # unreachable: show the address, ask again later
+            log.warning("Slack users.lookupByEmail failed: %s", self._redact(repr(exc)))
+            return None
+        self._user_ids[email] = user_id
+        return user_id
+
+    # --- delivery ------------------------------------------------------------------------
+
+    def deliver(self) -> dict[str, int]:
+        """Send every due message, oldest first; never raises for Slack errors.
+
+        Returns {"sent", "failed", "pending"}: sent and failed in this call, and how many are
+        still undelivered afterwards (the failed ones included).
+        """
+        now = self.clock.now()
+        counts = {"sent": 0, "failed": 0, "pending": 0}
+        blocked: set[str] = set()  # resources whose earlier message is still undelivered
+        down = False
+        stale: list[OutboxRow] = []
+        for row in self.store.pending_messages():
+            lane = row.arn or f"episode:{row.episode_id}"
+            if not down and lane not in blocked and row.next_attempt_at <= now:
+                try:
+                    self._send(row)
+                except _SendFailed as exc:
+                    delay = _backoff(row.attempts, exc.retry_after)
+                    self.store.message_failed(row.id, exc.error, now + delay)
+                    counts["failed"] += 1
+                    # Slack down or rate limited: the rest would fail too, each after a timeout.
+                    down = exc.transient
+                    log.warning(
+                        "Slack message %s failed (attempt %d), retry in %ds: %s",
+                        *(row.key, row.attempts + 1, delay.total_seconds(), exc.error),
+                    )
+                else:
+                    self.store.message_sent(row.id, now)
+                    counts["sent"] += 1
+                    continue
+            blocked.add(lane)
+            counts["pending"] += 1
+            if now - row.created_at > STALE_AFTER:
+                stale.append(row)
+        if stale:
+            oldest = stale[0]
+            log.error(
+                "%d Slack message(s) undelivered for over %s; oldest %s since %s, last error: %s",
+                *(len(stale), STALE_AFTER, oldest.key, oldest.created_at.isoformat()),
+                oldest.last_error or "waiting for an earlier message",
+            )
+        return counts
+
+    def _send(self, row: OutboxRow) -> None:
+        """Returns once Slack accepted the message; raises `_SendFailed` otherwise."""
+        payload = row.payload
+        if self._client is None and self._webhook is None:
+            if row.operation == "update" and payload.get("thread_text"):
+                # In a terminal an update reads best as one line, like the Slack thread reply.
+                return self._terminal(
+                    f"{payload['plain'].splitlines()[0]}: {payload['thread_text']}"
+                )
+            return self._terminal(payload["plain"])
+        try:
+            if self._client is not None:
+                return self._send_bot(self._client, row)
+            assert self._webhook is not None
+            blocks = [b for b in payload["blocks"] if b.get("type") != "actions"]
+            resp = self._webhook.send(text=payload["text"], blocks=blocks)
+        except SlackApiError as exc:
+            status, retry = exc.response.status_code, _retry_after(exc.response.headers)
+            raise _SendFailed(_api_error(exc), status, retry) from None
+        except _NETWORK_ERRORS as exc:
+            raise _SendFailed(self._redact(f"{type(exc).__name__}: {exc}")) from None
+        if resp.status_code != 200:
+            error = f"webhook: HTTP {resp.status_code} {self._redact(str(resp.body)[:200])}"
+            raise _SendFailed(error, resp.status_code, _retry_after(resp.headers))
+
+    def _send_bot(self, client: WebClient, row: OutboxRow) -> None:
+        payload, episode = row.payload, row.episode_id
+        channel, ts = self.store.episode_message(episode) if episode else (None, None)
+        if row.operation == "post" and ts is not None:
+            return  # Slack accepted it, then a crash kept it from being marked sent
+        message = {"text": payload["text"], "blocks": payload["blocks"]}
+        if ts is None or channel is None:
+            # Also an update whose post never reached Slack as a bot message (sent by another
+            # transport before, or the episode began past its warning): start a new message.
+            if row.channel is None:
+                log.warning("no Slack channel for %s; logging it instead", row.key)
+                return self._terminal(payload["plain"])
+            resp = client.chat_postMessage(channel=row.channel, **message)
+            if episode:
+                self.store.set_episode_message(episode, str(resp["channel"]), str(resp["ts"]))
+            return
+        try:
+            client.chat_update(channel=channel, ts=ts, **message)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "message_not_found":
+                raise
+            # Someone deleted the episode's message: the story continues in a new one.
+            resp = client.chat_postMessage(channel=channel, **message)
+            if episode:
+                self.store.set_episode_message(episode, channel, str(resp["ts"]))
+            return
+        if payload.get("thread_text"):
+            client.chat_postMessage(channel=channel, thread_ts=ts, text=payload["thread_text"])
+
+    def _terminal(self, text: str) -> None:
+        if self.echo is not None:
+            self.echo(text)
+        else:
+            log.info("%s", text)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _buttons(n: Notice, url: str) -> ActionsBlock:
+    arn = n.resource.arn
+    confirm = ConfirmObject(
+        title="Stop now?", text=f"Stop {n.resource.name} now?", confirm="Stop", deny="Cancel"
+    )
+    return ActionsBlock(
+        block_id=f"episode-{n.episode_id}",  # lets the interactivity handler find the episode
+        elements=[
+            ButtonElement(text="Snooze 4h", action_id="snooze_4h", value=arn),
+            ButtonElement(text="Keep 24h", action_id="keep_24h", value=arn),
+            ButtonElement(
+                text="Stop now", action_id="stop_now", value=arn, style="danger", confirm=confirm
+            ),
+            ButtonElement(text="Open console", action_id="open_console", url=url),
+        ],
+    )
+
+
+def _verb(n: Notice, past: bool = False) -> str:
+    spec = KINDS[n.resource.kind].actions.get(n.action)
+    if spec is None:
+        return "notified" if past else "notify"
+    return spec.verb_past if past else spec.verb_would.removeprefix("would ")
+
+
+def _backoff(attempts: int, retry_after: float | None) -> timedelta:
+    if retry_after is not None:
+        return timedelta(seconds=max(retry_after, 1))
+    return min(BACKOFF_BASE * (1 << min(attempts, 10)), BACKOFF_CAP)
+
+
+def _api_error(exc: SlackApiError) -> str:
+    # str(exc) would carry the whole request; method, status and error code suffice.
+    resp = exc.response
+    method = str(resp.api_url).split("?")[0].rsplit("/", 1)[-1]
+    return f"{method}: HTTP {resp.status_code} {resp.get('error') or 'error'}"
+
+
+def _retry_after(headers: dict[str, Any]) -> float | None:
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:,.2f}"
+
+
+def _span(delta: timedelta) -> str:
+    minutes = round(delta.total_seconds() / 60)
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def _esc(text: str) -> str:
+    # Slack mrkdwn needs &, <, > escaped, except in a mention built here.
+    if _MENTION.fullmatch(text):
+        return text
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,166 @@
+"""What people and scripts read: inventory items, audit entries, tables.
+
+The JSON shapes here are the stable interface documented in the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from rich.table import Table
+
+from guard.config import Config
+from guard.model import Episode, Resource
+from guard.rules import clock_time, is_exempt, snoozed_until
+from guard.store import ActionRow
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def inventory_items(
+    resources: Sequence[Resource],
+    cfg: Config,
+    snoozes: Mapping[str, datetime],
+    episodes: Mapping[tuple[str, str], Episode],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One JSON object per resource (money as decimal strings, times as ISO-8601 UTC)."""
+    items = []
+    for res in resources:
+        until = snoozed_until(res, cfg, snoozes, now)
+        states = [
+            {
+                "rule": rule_id,
+                "state": "acted" if ep.acted_at else "warned",
+                "since": _iso(ep.warned_at),
+                "deadline": _iso(ep.deadline),
+            }
+            for (arn, rule_id), ep in sorted(episodes.items())
+            if arn == res.arn
+        ]
+        items.append(
+            {
+                "arn": res.arn,
+                "kind": res.kind,
+                "name": res.name,
+                "account": res.account,
+                "region": res.region,
+                "status": res.status,
+                "running": res.running,
+                "instance_type": res.instance_type,
+                "instance_count": res.instance_count,
+                "usd_per_hour": _money(res.usd_per_hour),
+                "price_source": res.price_source,
+                "running_since": _iso(res.running_since),
+                "last_activity": _iso(res.last_activity),
+                "activity_source": res.activity_source.value,
+                "evidence_error": res.evidence_error,
+                "accrued_usd": _money(res.accrued_usd(now)),
+                "owner": res.tags.get(cfg.tags.owner),
+                "exempt": is_exempt(res, cfg),
+                "snoozed_until": _iso(until),
+                "rule_state": states,
+                "tags": res.tags,
+            }
+        )
+    return items
+
+
+def inventory_table(items: Sequence[dict[str, Any]], cfg: Config, now: datetime) -> Table:
+    table = Table(title=f"SageMaker resources at {clock_time(now, cfg.tz)}")
+    for column in (
+        "resource",
+        "status",
+        "instance",
+        "$/h",
+        "accrued $",
+        "last activity",
+        "owner",
+        "state",
+    ):
+        table.add_column(column, justify="right" if "$" in column else "left")
+    for item in items:
+        price = item["usd_per_hour"]
+        state = ", ".join(f"{s['rule']}: {s['state']}" for s in item["rule_state"])
+        if item["exempt"]:
+            state = "exempt"
+        elif item["snoozed_until"]:
+            state = f"snoozed to {_short(item['snoozed_until'], cfg)}"
+        if item["activity_source"] == "unknown":
+            activity = f"unknown: {item['evidence_error']}"
+        elif not item["running"]:
+            activity = ""
+        elif item["last_activity"] and item["activity_source"] != "in-service-since":
+            activity = f"{_short(item['last_activity'], cfg)} ({item['activity_source']})"
+        else:
+            activity = "none since start"
+        table.add_row(
+            f"{item['kind']}/{item['name']}",
+            item["status"],
+            f"{item['instance_type']} x{item['instance_count']}",
+            "unknown" if price is None else f"{Decimal(price):.3f}",
+            "" if item["accrued_usd"] is None else f"{Decimal(item['accrued_usd']):.2f}",
+            activity,
+            item["owner"] or "",
+            state,
+        )
+    return table
+
+
+def _short(iso: str, cfg: Config) -> str:
+    return f"{datetime.fromisoformat(iso).astimezone(cfg.tz):%a %H:%M}"
+
+
+def audit_entries(rows: Sequence[ActionRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "at": _iso(row.at),
+            "arn": row.arn,
+            "kind": row.kind,
+            "name": row.name,
+            "account": row.account,
+            "region": row.region,
+            "rule": row.rule_id,
+            "action": row.action,
+            "mode": row.mode,
+            "outcome": row.outcome,
+            "detail": row.detail,
+        }
+        for row in rows
+    ]
+
+
+def audit_table(entries: Sequence[dict[str, Any]], cfg: Config) -> Table:
+    table = Table(title="cost-guard audit trail")
+    for column in ("at", "resource", "rule", "action", "mode", "outcome", "detail"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            _short(e["at"], cfg), f"{e['kind']}/{e['name']}", e["rule"] or "",
+            e["action"], e["mode"], e["outcome"], e["detail"],
+        )  # fmt: skip
+    return table
+
+
+def cycle_summary(report: Mapping[str, Any]) -> str:
+    """The cycle in one line, for the terminal and the on-call's logs."""
+    if "skipped" in report:
+        return f"cycle skipped: {report['skipped']}"
+    outcomes: dict[str, int] = {}
+    for action in report.get("actions", []):
+        outcomes[action["outcome"]] = outcomes.get(action["outcome"], 0) + 1
+    acted = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "none"
+    return (
+        f"{report['mode']} cycle: {report['running']} running of {report['resources']} resources, "
+        f"${Decimal(report['usd_per_hour']):.2f}/h, {report['warnings']} new warnings, "
+        f"actions: {acted}, {len(report['errors'])} errors, {report['api_calls_total']} AWS calls"
+    )

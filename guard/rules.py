@@ -1,0 +1,217 @@
+"""Rules as pure functions: (snapshot, stored state, now) -> decisions.
+
+No AWS, no Slack, no database here: everything arrives as data, time as `now`, so every
+rule is tested with fixed datetimes. The escalation of one resource under one rule is
+`match -> warned (deadline = now + grace) -> acted`; an episode ends when the resource stops
+matching, stops running, or is snoozed or exempted.
+
+Safety lives here too: exempt, snoozed and `unknown` resources never get a decision to act,
+and a resource that became active ends its episode instead of being acted on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+from guard.config import Config, Rule
+from guard.model import ActivitySource, Decision, Episode, Resource, Step
+
+# How far back a schedule rule looks for its latest fire time, widest last.
+_SCHEDULE_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=400))
+_MAX_FIRES = 2000
+
+
+def human(delta: timedelta) -> str:
+    """`3 h 10 min`, `2 d 4 h`, `45 min`: durations as people say them."""
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {mins} min" if mins else f"{hours} h"
+    return f"{mins} min"
+
+
+def clock_time(when: datetime, tz: ZoneInfo) -> str:
+    local = when.astimezone(tz)
+    return f"{local:%a %H:%M} {local.tzname()}"
+
+
+def is_exempt(res: Resource, cfg: Config) -> bool:
+    return res.tags.get(cfg.tags.exempt, "").strip().lower() == "true"
+
+
+def snoozed_until(
+    res: Resource, cfg: Config, snoozes: Mapping[str, datetime], now: datetime
+) -> datetime | None:
+    """The later of the snooze tag and a stored snooze, if still in the future."""
+    candidates = [snoozes[res.arn]] if res.arn in snoozes else []
+    tag = res.tags.get(cfg.tags.snooze)
+    if tag:
+        try:
+            until = datetime.fromisoformat(tag.replace("Z", "+00:00"))
+            candidates.append(until if until.tzinfo else until.replace(tzinfo=UTC))
+        except ValueError:
+            pass  # a malformed tag snoozes nothing; the inventory still shows the raw tag
+    future = [u for u in candidates if u > now]
+    return max(future) if future else None
+
+
+def last_fire(schedule: str, tz: ZoneInfo, now: datetime) -> datetime | None:
+    """The latest time at or before `now` at which the cron `schedule` fired."""
+    trigger = CronTrigger.from_crontab(schedule, timezone=tz)
+    for window in _SCHEDULE_WINDOWS:
+        latest = None
+        fire = trigger.get_next_fire_time(None, now - window)
+        for _ in range(_MAX_FIRES):
+            if fire is None or fire > now:
+                break
+            latest = fire
+            fire = trigger.get_next_fire_time(fire, fire)
+        if latest is not None:
+            found: datetime = latest.astimezone(UTC)
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class Match:
+    """Whether a rule selects a resource: True, False, or None when that cannot be known."""
+
+    matched: bool | None
+    reason: str
+
+
+def _idle_reason(res: Resource, idle: timedelta, tz: ZoneInfo) -> str:
+    if res.activity_source is ActivitySource.JUPYTER_LOG and res.last_activity:
+        return (
+            f"no Jupyter activity for {human(idle)} (last at {clock_time(res.last_activity, tz)})"
+        )
+    if res.activity_source is ActivitySource.HEARTBEAT_TAG and res.last_activity:
+        return f"no kernel or terminal activity for {human(idle)} (heartbeat)"
+    return f"no activity seen in the {human(idle)} since it started"
+
+
+def match(rule: Rule, res: Resource, cfg: Config, now: datetime, fired: datetime | None) -> Match:
+    """Apply every selector of `rule` to `res` (ANDed)."""
+    if res.kind != rule.kind:
+        return Match(False, "other kind")
+    if rule.accounts and res.account not in rule.accounts:
+        return Match(False, "other account")
+    if rule.regions and res.region not in rule.regions:
+        return Match(False, "other region")
+    if rule.instance_types and not any(
+        fnmatch.fnmatchcase(res.instance_type or "", glob) for glob in rule.instance_types
+    ):
+        return Match(False, "other instance type")
+    for key, wanted in rule.tags.items():
+        if key not in res.tags or (wanted != "*" and res.tags[key] != wanted):
+            return Match(False, f"tag {key} does not match")
+    reasons: list[str] = []
+    if rule.idle_for is not None:
+        idle = res.idle_for(now)
+        if idle is None:
+            return Match(None, "activity unknown")
+        if idle < rule.idle_for:
+            return Match(False, "active recently")
+        reasons.append(_idle_reason(res, idle, cfg.tz))
+    if rule.running_for is not None:
+        running = res.running_for(now)
+        if running is None or running < rule.running_for:
+            return Match(False, "not running long enough")
+        reasons.append(f"running for {human(running)}")
+    if rule.cost_per_hour_over is not None:
+        if res.usd_per_hour is None or res.usd_per_hour <= rule.cost_per_hour_over:
+            return Match(False, "not over the hourly cost")
+        reasons.append(f"costs ${res.usd_per_hour:.2f}/h (over ${rule.cost_per_hour_over}/h)")
+    if rule.accrued_cost_over is not None:
+        accrued = res.accrued_usd(now)
+        if accrued is None or accrued <= rule.accrued_cost_over:
+            return Match(False, "not over the accrued cost")
+        reasons.append(f"${accrued:.2f} spent since it started (over ${rule.accrued_cost_over})")
+    if rule.schedule is not None:
+        if fired is None or res.running_since is None or res.running_since >= fired:
+            return Match(False, "started after the scheduled time")
+        reasons.append(
+            f"still running after the schedule {rule.schedule!r} ({clock_time(fired, cfg.tz)})"
+        )
+    return Match(True, "; ".join(reasons) or f"selected by rule {rule.id}")
+
+
+def evaluate(
+    resources: Sequence[Resource],
+    episodes: Mapping[tuple[str, str], Episode],
+    snoozes: Mapping[str, datetime],
+    cfg: Config,
+    now: datetime,
+) -> list[Decision]:
+    """Every rule over every resource: what to warn about, act on, or resolve now."""
+    decisions: list[Decision] = []
+    for rule in cfg.rules:
+        fired = last_fire(rule.schedule, cfg.tz, now) if rule.schedule else None
+        for res in resources:
+            if res.kind == rule.kind:
+                decisions.extend(
+                    _decide(rule, res, episodes.get((res.arn, rule.id)), snoozes, cfg, now, fired)
+                )
+    return decisions
+
+
+def _decide(
+    rule: Rule,
+    res: Resource,
+    episode: Episode | None,
+    snoozes: Mapping[str, datetime],
+    cfg: Config,
+    now: datetime,
+    fired: datetime | None,
+) -> Iterable[Decision]:
+    def decision(step: Step, reason: str, deadline: datetime | None = None) -> Decision:
+        return Decision(
+            resource=res,
+            rule_id=rule.id,
+            action=rule.action,
+            step=step,
+            reason=reason,
+            deadline=deadline,
+            episode_id=episode.id if episode else None,
+        )
+
+    if not res.running:
+        if episode:
+            yield decision(Step.RESOLVE, f"no longer running ({res.status})")
+        return
+    if res.unknown:
+        # Missing data is never evidence: neither escalate nor end the episode.
+        return
+    if is_exempt(res, cfg):
+        if episode:
+            yield decision(Step.RESOLVE, f"exempted (tag {cfg.tags.exempt}=true)")
+        return
+    until = snoozed_until(res, cfg, snoozes, now)
+    if until is not None:
+        if episode:
+            yield decision(Step.RESOLVE, f"snoozed until {clock_time(until, cfg.tz)}")
+        return
+    result = match(rule, res, cfg, now, fired)
+    if result.matched is None:
+        return
+    if not result.matched:
+        if episode:
+            yield decision(Step.RESOLVE, f"no longer matches: {result.reason}")
+        return
+    if episode is None:
+        deadline = now + rule.grace if rule.mutates else None
+        yield decision(Step.WARN, result.reason, deadline)
+        if rule.mutates and rule.grace <= timedelta(0):
+            yield decision(Step.ACT, result.reason)
+        return
+    if rule.mutates and episode.acted_at is None and episode.deadline and now >= episode.deadline:
+        yield decision(Step.ACT, result.reason, episode.deadline)

@@ -1,0 +1,29 @@
+"""Build a ready-to-run `Guard` from a config: the one place the pieces are put together."""
+
+from __future__ import annotations
+
+import logging
+
+from guard.config import Config, mask_url
+from guard.cycle import Guard
+from guard.model import Clock, SystemClock
+from guard.notify import Notifier
+from guard.store import Store, upgrade
+
+log = logging.getLogger(__name__)
+
+
+def build_guard(
+    cfg: Config, clock: Clock | None = None, *, notifier_echo: object = None, migrate: bool = True
+) -> Guard:
+    """Open the store (migrated to head), reconcile interrupted actions, return the Guard."""
+    clock = clock or SystemClock()
+    if migrate:
+        upgrade(cfg.database_url)
+    store = Store(cfg.database_url)
+    echo = notifier_echo if callable(notifier_echo) else None
+    guard = Guard(cfg=cfg, clock=clock, store=store, notifier=Notifier(cfg, store, clock, echo))
+    for note in guard.actions.reconcile():
+        log.warning("reconciled at start: %s", note)
+    log.debug("store: %s", mask_url(cfg.database_url))
+    return guard
