@@ -46,7 +46,7 @@ def with_config(func: F) -> F:
         try:
             cfg = load_config(config_path(config_file))
         except ConfigError as exc:
-            err.print(f"[red]invalid configuration[/red]\n{exc}", highlight=False)
+            click.echo(f"invalid configuration:\n{exc}", err=True)  # unwrapped: paths are long
             sys.exit(2)
         return func(*args, cfg=cfg, **kwargs)
 
@@ -232,3 +232,7 @@ def check_config(cfg: Config) -> None:
     import yaml
 
     click.echo(yaml.safe_dump(cfg.effective(), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

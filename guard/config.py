@@ -160,7 +160,7 @@ class PricingConfig(_Frozen):
 
 
 class Secrets(BaseSettings):
-    """Read from the environment only, by their conventional names."""
+    """Read from the environment only, by their conventional names. Empty means unset."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
@@ -173,6 +173,12 @@ class Secrets(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `SLACK_BOT_TOKEN=` in a compose file must not mean "post with an empty token".
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class Config(BaseSettings):

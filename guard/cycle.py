@@ -22,6 +22,7 @@ from guard.inventory import ScanContext, scan
 from guard.model import Clock, Decision, Resource, Step
 from guard.notify import Notice, Notifier
 from guard.pricing import PriceBook
+from guard.reports import money
 from guard.rules import evaluate
 from guard.store import Store, instance_id
 
@@ -193,7 +194,7 @@ def _report(
             kind: {**v, "usd_per_hour": str(v["usd_per_hour"])}
             for kind, v in sorted(by_kind.items())
         },
-        "usd_per_hour": str(total),
+        "usd_per_hour": money(total),
         "prices": "bundled table",
         "warnings": len(applied["warnings"]),
         "warned": applied["warnings"],

@@ -89,7 +89,9 @@ class Notifier:
     ) -> None:
         self.cfg, self.store, self.clock, self.echo = cfg, store, clock, echo
         token, webhook = cfg.secrets.slack_bot_token, cfg.secrets.slack_webhook_url
-        self._secrets = [s.get_secret_value() for s in (token, webhook) if s is not None]
+        self._secrets = [
+            s.get_secret_value() for s in (token, webhook) if s is not None and s.get_secret_value()
+        ]
         self._client: WebClient | None = None
         self._webhook: WebhookClient | None = None
         # No slack-sdk retry handlers: they sleep inside the cycle, and the outbox already

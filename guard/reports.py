@@ -22,8 +22,9 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+def money(value: Decimal | None, places: int = 4) -> str | None:
+    """Money in JSON: a decimal string with fixed places ("0.2300"), never a float."""
+    return None if value is None else f"{value:.{places}f}"
 
 
 def inventory_items(
@@ -58,13 +59,13 @@ def inventory_items(
                 "running": res.running,
                 "instance_type": res.instance_type,
                 "instance_count": res.instance_count,
-                "usd_per_hour": _money(res.usd_per_hour),
+                "usd_per_hour": money(res.usd_per_hour),
                 "price_source": res.price_source,
                 "running_since": _iso(res.running_since),
                 "last_activity": _iso(res.last_activity),
                 "activity_source": res.activity_source.value,
                 "evidence_error": res.evidence_error,
-                "accrued_usd": _money(res.accrued_usd(now)),
+                "accrued_usd": money(res.accrued_usd(now), 2),
                 "owner": res.tags.get(cfg.tags.owner),
                 "exempt": is_exempt(res, cfg),
                 "snoozed_until": _iso(until),

@@ -8,10 +8,12 @@ runs never see each other's rows.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -25,6 +27,27 @@ POSTGRES_URL = os.environ.get(
     "COST_GUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # a Monday morning
+
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", None}
+
+
+@pytest.fixture(autouse=True)
+def _local_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches real AWS or Slack: this machine's settings are hidden and any name
+    lookup beyond the loopback fails at once."""
+    for key in list(os.environ):
+        if key.startswith(("COST_GUARD_", "SLACK_")) or key in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(key)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in _LOCAL_HOSTS:
+            raise socket.gaierror(socket.EAI_NONAME, f"tests are local-only: no lookup of {name}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture

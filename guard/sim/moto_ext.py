@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -120,6 +121,7 @@ class FaultInjector:
         self.app = app
         self.counts: Counter[str] = Counter()
         self._failing: dict[str, str] = {}  # operation -> region ("*" = every region)
+        self._delays: dict[str, float] = {}  # operation -> seconds the answer takes
         self._lock = threading.Lock()
 
     def fail(self, operations: Iterable[str], region: str = "*") -> None:
@@ -127,9 +129,15 @@ class FaultInjector:
             for op in operations:
                 self._failing[op] = region
 
+    def slow(self, operations: Iterable[str], seconds: float) -> None:
+        with self._lock:
+            for op in operations:
+                self._delays[op] = seconds
+
     def heal(self) -> None:
         with self._lock:
             self._failing.clear()
+            self._delays.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -143,6 +151,9 @@ class FaultInjector:
             with self._lock:
                 self.counts[operation] += 1
                 failing = self._failing.get(operation)
+                delay = self._delays.get(operation, 0.0)
+            if delay:
+                time.sleep(delay)  # a slow AWS API, e.g. to catch a cycle mid-flight
             if failing is not None and failing in ("*", region):
                 body = json.dumps(
                     {

@@ -12,7 +12,7 @@ import os
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -94,6 +94,10 @@ class Simulator:
         """Make operations (e.g. "logs:DescribeLogStreams") fail with AccessDenied."""
         self._server.faults.fail(operations, region)
 
+    def slow(self, *operations: str, seconds: float) -> None:
+        """Make operations answer only after `seconds` (a slow or overloaded API)."""
+        self._server.faults.slow(operations, seconds)
+
     def heal(self) -> None:
         self._server.faults.heal()
 
@@ -148,6 +152,41 @@ class Simulator:
         notebook.status = status
         self.lifecycle_log(name, since, region=region)
         return str(response["NotebookInstanceArn"])
+
+    def add_fleet(
+        self,
+        count: int,
+        *,
+        prefix: str = "nb",
+        region: str | None = None,
+        instance_types: tuple[str, ...] = ("ml.t3.medium", "ml.m5.xlarge", "ml.g5.xlarge"),
+        running_for: timedelta = timedelta(hours=6),
+        active_share: float = 0.3,
+    ) -> list[str]:
+        """Seed a fleet in-process (no HTTP): `count` notebooks with three tags each and the
+        two log streams every notebook has; `active_share` of them used Jupyter 10 min ago."""
+        region = region or self.regions[0]
+        backend = self._sagemaker(region)
+        now = self.clock.now()
+        names = []
+        active_every = max(1, round(1 / active_share)) if active_share > 0 else 0
+        for i in range(count):
+            name = f"{prefix}-{i:05d}"
+            tags = {"owner": f"user{i % 50}@example.com", "team": f"team-{i % 7}", "env": "dev"}
+            notebook = backend.create_notebook_instance(
+                notebook_instance_name=name,
+                instance_type=instance_types[i % len(instance_types)],
+                role_arn=FAKE_ROLE,
+                tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+            )
+            notebook.creation_time = notebook.last_modified_time = naive_utc(now - running_for)
+            self.lifecycle_log(name, now - running_for, region=region)
+            last_use = now - (
+                timedelta(minutes=10) if active_every and i % active_every == 0 else running_for
+            )
+            self.jupyter_activity(name, last_use, region=region)
+            names.append(name)
+        return names
 
     def set_tags(self, name: str, tags: Mapping[str, str], *, region: str | None = None) -> None:
         region = region or self.regions[0]

@@ -1,0 +1,295 @@
+"""Whole cycles against the simulated account over HTTP, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from guard.config import Config, Secrets
+from guard.cycle import Guard, run_cycle
+from guard.model import ManualClock
+from guard.sim import Simulator
+from guard.wiring import build_guard
+from tests.fakeslack import FakeSlack
+
+IDLE_STOP = {"id": "idle", "kind": "notebook", "idle_for": "2h", "action": "stop", "grace": "30m"}
+
+
+def make_guard(
+    sim: Simulator,
+    clock: ManualClock,
+    db_url: str,
+    *rules: dict[str, Any],
+    secrets: Secrets | None = None,
+    **extra: Any,
+) -> Guard:
+    cfg = Config.model_validate(
+        {
+            "database_url": db_url,
+            "rules": list(rules or (IDLE_STOP,)),
+            "secrets": secrets or Secrets.model_validate({}),
+            **extra,
+        }
+    )
+    return build_guard(cfg, clock)
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's standard chain, pointed at the simulator (as the docs tell users to)."""
+    for key, value in sim.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def outcomes(report: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(a["name"], a["outcome"]) for a in report["actions"]]
+
+
+def test_idle_notebook_is_warned_then_stopped_in_enforce_mode(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    sim.jupyter_activity("idle", clock.now() - timedelta(hours=3))
+    guard = make_guard(sim, clock, db_url, mode="enforce")
+
+    first = run_cycle(guard)
+    assert [w["name"] for w in first["warned"]] == ["idle"]
+    assert first["actions"] == []
+
+    clock.advance(timedelta(minutes=20))  # still within the 30 min grace
+    assert run_cycle(guard)["actions"] == []
+    assert sim.notebook_status("idle") == "InService"
+
+    clock.advance(timedelta(minutes=15))
+    report = run_cycle(guard)
+    assert outcomes(report) == [("idle", "done")]
+    assert sim.notebook_status("idle") == "Stopping"
+    audit = [
+        (row.action, row.outcome) for row in guard.store.audit(clock.now() - timedelta(days=1))
+    ]
+    assert audit == [("warn", "warned"), ("stop", "done")]
+
+
+def test_dry_run_only_says_would_stop(sim: Simulator, clock: ManualClock, db_url: str) -> None:
+    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    guard = make_guard(sim, clock, db_url)  # mode defaults to dry-run
+    run_cycle(guard)
+    clock.advance(timedelta(minutes=31))
+    report = run_cycle(guard)
+    assert outcomes(report) == [("idle", "dry-run")]
+    assert "would stop" in report["actions"][0]["detail"]
+    assert sim.notebook_status("idle") == "InService"
+    assert "sagemaker:StopNotebookInstance" not in sim.request_counts
+    assert "sagemaker:DescribeNotebookInstance" not in sim.request_counts
+    clock.advance(timedelta(minutes=10))
+    assert run_cycle(guard)["actions"] == []  # said once per episode
+
+
+def test_exempt_and_snoozed_are_never_stopped(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    since = clock.now() - timedelta(hours=5)
+    sim.add_notebook("exempt", tags={"cost-guard:exempt": "true"}, in_service_since=since)
+    until = (clock.now() + timedelta(hours=8)).isoformat()
+    sim.add_notebook("tag-snoozed", tags={"cost-guard:snooze-until": until}, in_service_since=since)
+    sim.add_notebook("cli-snoozed", in_service_since=since)
+    guard = make_guard(sim, clock, db_url, mode="enforce")
+    run_cycle(guard)  # warns cli-snoozed: not snoozed yet
+    res = guard.store.resource_by_name("notebook", "cli-snoozed")
+    assert res is not None
+    guard.store.snooze(
+        res.arn, clock.now() + timedelta(hours=4), "finishing a run", "test", clock.now()
+    )
+    for _ in range(6):
+        clock.advance(timedelta(minutes=30))
+        report = run_cycle(guard)
+        assert report["actions"] == []
+    assert {sim.notebook_status(n) for n in ("exempt", "tag-snoozed", "cli-snoozed")} == {
+        "InService"
+    }
+    audit = [(r.name, r.action) for r in guard.store.audit(clock.now() - timedelta(days=1))]
+    assert audit == [("cli-snoozed", "warn")]
+
+
+def test_recent_jupyter_activity_is_not_idle(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_notebook("busy", in_service_since=clock.now() - timedelta(hours=9))
+    sim.jupyter_activity("busy", clock.now() - timedelta(minutes=15))
+    guard = make_guard(sim, clock, db_url, mode="enforce")
+    report = run_cycle(guard)
+    assert report["warned"] == [] and report["actions"] == []
+    [res] = guard.store.resources()
+    assert res.activity_source.value == "jupyter-log"
+    assert res.last_activity == clock.now() - timedelta(minutes=15)
+
+
+def test_heartbeat_tag_counts_as_activity(sim: Simulator, clock: ManualClock, db_url: str) -> None:
+    beat = (clock.now() - timedelta(minutes=4)).isoformat()
+    sim.add_notebook(
+        "terminal-user",
+        tags={"cost-guard:last-activity": beat},
+        in_service_since=clock.now() - timedelta(hours=9),
+    )
+    guard = make_guard(sim, clock, db_url, mode="enforce")
+    assert run_cycle(guard)["warned"] == []
+    [res] = guard.store.resources()
+    assert res.activity_source.value == "heartbeat-tag"
+
+
+def test_failing_logs_call_makes_notebooks_unknown_not_idle(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_notebook("quiet", in_service_since=clock.now() - timedelta(hours=9))
+    sim.fail("logs:DescribeLogStreams")
+    guard = make_guard(sim, clock, db_url, mode="enforce")
+    for _ in range(3):
+        report = run_cycle(guard)
+        assert report["warned"] == [] and report["actions"] == []
+        assert report["by_kind"]["notebook"]["unknown"] == 1
+        assert any("DescribeLogStreams" in e for e in report["errors"])
+        clock.advance(timedelta(hours=1))
+    [res] = guard.store.resources()
+    assert res.unknown and "AccessDenied" in (res.evidence_error or "")
+    sim.heal()
+    assert [w["name"] for w in run_cycle(guard)["warned"]] == ["quiet"]
+
+
+def test_failing_tags_call_makes_notebooks_unknown(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    # Without tags, an exemption cannot be seen: nothing may be acted on.
+    sim.add_notebook(
+        "exempt",
+        tags={"cost-guard:exempt": "true"},
+        in_service_since=clock.now() - timedelta(hours=9),
+    )
+    sim.fail("tagging:GetResources")
+    guard = make_guard(sim, clock, db_url, IDLE_STOP | {"grace": "0s"}, mode="enforce")
+    report = run_cycle(guard)
+    assert report["warned"] == [] and report["actions"] == []
+    assert sim.notebook_status("exempt") == "InService"
+
+
+def test_schedule_rule_stops_at_cron_time_in_timezone_not_before(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    rule = {
+        "id": "overnight",
+        "kind": "notebook",
+        "schedule": "0 20 * * MON-FRI",
+        "action": "stop",
+        "grace": "15m",
+    }
+    sim.add_notebook("worker", in_service_since=clock.now() - timedelta(hours=1))
+    guard = make_guard(sim, clock, db_url, rule, mode="enforce", timezone="Europe/Berlin")
+    # START is Monday 09:00 UTC; 20:00 Berlin is 19:00 UTC. Keep it busy all day.
+    while clock.now().hour < 19:
+        sim.jupyter_activity("worker", clock.now())
+        assert run_cycle(guard)["warned"] == [], clock.now()
+        clock.advance(timedelta(minutes=30))
+    sim.jupyter_activity("worker", clock.now())
+    assert [w["name"] for w in run_cycle(guard)["warned"]] == ["worker"]  # 19:00 UTC
+    clock.advance(timedelta(minutes=10))
+    assert run_cycle(guard)["actions"] == []  # grace
+    clock.advance(timedelta(minutes=5))
+    assert outcomes(run_cycle(guard)) == [("worker", "done")]
+    assert sim.notebook_status("worker") == "Stopping"
+
+
+def test_second_stop_of_a_stopping_notebook_is_a_no_op(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    guard = make_guard(sim, clock, db_url, IDLE_STOP | {"grace": "0s"}, mode="enforce")
+    res = run_cycle(guard)
+    assert outcomes(res) == [("idle", "done")]
+    [stored] = [r for r in guard.store.resources() if r.name == "idle"]
+    again = guard.actions.execute(stored, "stop", rule_id="idle", episode_id=None, reason="test")
+    assert (again.outcome, again.detail) == ("skipped", "already Stopping: nothing to do")
+    assert sim.request_counts["sagemaker:StopNotebookInstance"] == 1
+
+
+def test_interrupted_action_is_reconciled_at_start(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    guard = make_guard(sim, clock, db_url, mode="enforce")
+    run_cycle(guard)
+    [res] = guard.store.resources()
+    # A crash after recording the intent and after AWS accepted the stop:
+    action_id = guard.store.record_action(
+        res, rule_id="idle", episode_id=None, action="stop", mode="enforce",
+        outcome="intended", detail="", now=clock.now(),
+    )  # fmt: skip
+    sim.client("sagemaker").stop_notebook_instance(NotebookInstanceName="idle")
+    restarted = build_guard(guard.cfg, clock)
+    [row] = [r for r in restarted.store.audit(clock.now() - timedelta(days=1)) if r.id == action_id]
+    assert row.outcome == "done" and "reconciled" in row.detail
+
+
+def test_api_calls_grow_with_pages_not_notebooks(
+    sim: Simulator, clock: ManualClock, sqlite_url: str
+) -> None:
+    # About call counts, not storage: SQLite only (the fleet takes seconds to scan in moto).
+    sim.add_fleet(1000)
+    guard = make_guard(sim, clock, sqlite_url)
+    first = run_cycle(guard)
+    assert first["resources"] == 1000
+    clock.advance(timedelta(minutes=5))
+    steady = run_cycle(guard)
+    calls = steady["api_calls"]
+    assert steady["api_calls_total"] <= 60, calls
+    assert calls["sagemaker:ListNotebookInstances"] == 10
+    assert calls["tagging:GetResources"] == 10
+    assert "sagemaker:DescribeNotebookInstance" not in calls
+    assert "sagemaker:ListTags" not in calls
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    slack = FakeSlack().start()
+    yield slack
+    slack.stop()
+
+
+def test_slack_warning_is_updated_in_place_and_survives_a_500(
+    sim: Simulator, clock: ManualClock, db_url: str, fake_slack: FakeSlack
+) -> None:
+    sim.add_notebook(
+        "idle", tags={"owner": "U0ADA1234"}, in_service_since=clock.now() - timedelta(hours=5)
+    )
+    secrets = Secrets.model_validate({"SLACK_BOT_TOKEN": "xoxb-test-token"})
+    guard = make_guard(
+        sim, clock, db_url, mode="enforce", secrets=secrets,
+        slack={"channel": "C123", "base_url": fake_slack.api_url},
+    )  # fmt: skip
+    fake_slack.fail_next(1, status=500)
+    first = run_cycle(guard)
+    assert first["slack"]["failed"] == 1 and fake_slack.accepted("chat.postMessage") == []
+
+    clock.advance(timedelta(minutes=5))  # past the first backoff
+    run_cycle(guard)
+    [post] = fake_slack.accepted("chat.postMessage")
+    text = str(post.body)
+    for expected in ("idle", "ml.t3.medium", "$0.05/h", "<@U0ADA1234>", "no activity", "Snooze 4h"):
+        assert expected in text, expected
+
+    clock.advance(timedelta(minutes=30))
+    run_cycle(guard)
+    [update] = fake_slack.accepted("chat.update")
+    assert update.body["ts"] == post.response["ts"]
+    assert "Stopped at" in str(update.body)
+    clock.advance(timedelta(minutes=5))
+    run_cycle(guard)  # it is no longer running: the episode ends, told in the same message
+    assert [u.body["ts"] for u in fake_slack.accepted("chat.update")] == [post.response["ts"]] * 2
+    posts = len(fake_slack.accepted("chat.postMessage"))
+    assert posts == 3  # the warning + a thread reply per change
+    clock.advance(timedelta(minutes=5))
+    run_cycle(guard)  # later cycles: the story is told, nothing more is sent
+    assert len(fake_slack.accepted("chat.postMessage")) == posts
+    assert len(fake_slack.accepted("chat.update")) == 2
