@@ -152,6 +152,9 @@ class SlackConfig(_Frozen):
     base_url: str = "https://slack.com/api/"
     digest: str = "0 9 * * MON-FRI"
     mention_owners: bool = True
+    # Buttons (Snooze 4h / Keep 24h / Stop now) need Slack to reach this deployment's
+    # interactivity endpoint; until it does, messages carry only the console link.
+    interactive: bool = False
     timeout_seconds: int = 10
 
 

@@ -158,7 +158,7 @@ class Notifier:
             SectionBlock(fields=[MarkdownTextObject(text=f"*{k}*\n{_esc(v)}") for k, v in fields]),
             SectionBlock(text=MarkdownTextObject(text=f"*What happens*\n{_esc(long)}")),
         ]
-        if self.transport == "bot" and n.state == "warned":
+        if self.transport == "bot" and n.state == "warned" and self.cfg.slack.interactive:
             blocks.append(_buttons(n, url))
         link = f"<{url}|Open in the AWS console> · {n.mode} · cost-guard"
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=link)]))

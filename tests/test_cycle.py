@@ -266,7 +266,7 @@ def test_slack_warning_is_updated_in_place_and_survives_a_500(
     secrets = Secrets.model_validate({"SLACK_BOT_TOKEN": "xoxb-test-token"})
     guard = make_guard(
         sim, clock, db_url, mode="enforce", secrets=secrets,
-        slack={"channel": "C123", "base_url": fake_slack.api_url},
+        slack={"channel": "C123", "base_url": fake_slack.api_url, "interactive": True},
     )  # fmt: skip
     fake_slack.fail_next(1, status=500)
     first = run_cycle(guard)

@@ -56,7 +56,7 @@ def make_cfg(
         {
             "mode": mode,
             "rules": RULES,
-            "slack": {"channel": "C123", "base_url": base_url},
+            "slack": {"channel": "C123", "base_url": base_url, "interactive": True},
             "secrets": secrets,
         }
     )
@@ -507,3 +507,17 @@ def test_times_are_shown_in_the_configured_timezone(
     notifier.deliver()
     assert "Running since: Mon 06:50 CET" in lines[0]
     assert "Will stop at 10:30 CET (in 30 min)" in lines[0]
+
+
+def test_no_buttons_until_interactivity_is_set_up(
+    fake_slack: FakeSlack, sqlite_store: Store
+) -> None:
+    cfg = make_cfg(fake_slack)
+    cfg = cfg.with_overrides(slack={**cfg.slack.model_dump(), "interactive": False})
+    clock = ManualClock(START)
+    notifier = Notifier(cfg, sqlite_store, clock)
+    notifier.notify(notice(sqlite_store, notebook()))
+    notifier.deliver()
+    [post] = fake_slack.accepted("chat.postMessage")
+    assert not [b for b in post.body["blocks"] if b["type"] == "actions"]
+    assert "Open in the AWS console" in str(post.body["blocks"])
