@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers import SchedulerNotRunningError
@@ -34,7 +33,7 @@ def run_forever(guard: Guard) -> None:
         id="cycle",
         coalesce=True,  # after a long pause, run once, not once per missed interval
         max_instances=1,
-        next_run_time=datetime.now(UTC),
+        next_run_time=guard.clock.now(),
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:

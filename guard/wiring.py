@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from guard.config import Config, mask_url
 from guard.cycle import Guard
@@ -14,15 +15,19 @@ log = logging.getLogger(__name__)
 
 
 def build_guard(
-    cfg: Config, clock: Clock | None = None, *, notifier_echo: object = None, migrate: bool = True
+    cfg: Config,
+    clock: Clock | None = None,
+    *,
+    notifier_echo: Callable[[str], None] | None = None,
+    migrate: bool = True,
 ) -> Guard:
     """Open the store (migrated to head), reconcile interrupted actions, return the Guard."""
     clock = clock or SystemClock()
     if migrate:
         upgrade(cfg.database_url)
     store = Store(cfg.database_url)
-    echo = notifier_echo if callable(notifier_echo) else None
-    guard = Guard(cfg=cfg, clock=clock, store=store, notifier=Notifier(cfg, store, clock, echo))
+    notifier = Notifier(cfg, store, clock, notifier_echo)
+    guard = Guard(cfg=cfg, clock=clock, store=store, notifier=notifier)
     for note in guard.actions.reconcile():
         log.warning("reconciled at start: %s", note)
     log.debug("store: %s", mask_url(cfg.database_url))

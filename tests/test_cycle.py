@@ -61,7 +61,8 @@ def test_idle_notebook_is_warned_then_stopped_in_enforce_mode(
     assert first["actions"] == []
 
     clock.advance(timedelta(minutes=20))  # still within the 30 min grace
-    assert run_cycle(guard)["actions"] == []
+    second = run_cycle(guard)
+    assert second["warned"] == [] and second["actions"] == []  # one warning per episode
     assert sim.notebook_status("idle") == "InService"
 
     clock.advance(timedelta(minutes=15))
@@ -293,3 +294,23 @@ def test_slack_warning_is_updated_in_place_and_survives_a_500(
     run_cycle(guard)  # later cycles: the story is told, nothing more is sent
     assert len(fake_slack.accepted("chat.postMessage")) == posts
     assert len(fake_slack.accepted("chat.update")) == 2
+
+
+def test_one_failing_region_leaves_the_other_working(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    since = clock.now() - timedelta(hours=5)
+    sim.add_notebook("us-idle", region="us-east-1", in_service_since=since)
+    sim.add_notebook("eu-idle", region="eu-west-1", in_service_since=since)
+    sim.fail("sagemaker:ListNotebookInstances", region="eu-west-1")
+    guard = make_guard(
+        sim, clock, db_url, IDLE_STOP | {"grace": "0s"},
+        mode="enforce", regions=["us-east-1", "eu-west-1"],
+    )  # fmt: skip
+    report = run_cycle(guard)
+    assert outcomes(report) == [("us-idle", "done")]
+    assert any("eu-west-1" in e and "listing failed" in e for e in report["errors"])
+    assert sim.notebook_status("eu-idle", region="eu-west-1") == "InService"
+    sim.heal()
+    clock.advance(timedelta(minutes=5))
+    assert outcomes(run_cycle(guard)) == [("eu-idle", "done")]
