@@ -11,6 +11,7 @@ import pytest
 from guard.config import Config, ConfigError, load_config
 from guard.model import ActivitySource, Episode, Resource, Step
 from guard.rules import evaluate, human, last_fire
+from tests.factories import notebook as make_notebook
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)  # Monday 18:00 UTC = 19:00 in Berlin
 IDLE_STOP = {"id": "idle", "kind": "notebook", "idle_for": "2h", "action": "stop", "grace": "30m"}
@@ -21,26 +22,7 @@ def cfg(*rules: dict[str, Any], **extra: Any) -> Config:
 
 
 def notebook(**changes: Any) -> Resource:
-    values: dict[str, Any] = dict(
-        arn="arn:aws:sagemaker:us-east-1:123456789012:notebook-instance/nb",
-        kind="notebook",
-        name="nb",
-        account="123456789012",
-        region="us-east-1",
-        status="InService",
-        running=True,
-        instance_type="ml.m5.xlarge",
-        instance_count=1,
-        usd_per_hour=Decimal("0.23"),
-        price_source="bundled",
-        created_at=NOW - timedelta(hours=8),
-        running_since=NOW - timedelta(hours=8),
-        last_activity=NOW - timedelta(hours=3),
-        activity_source=ActivitySource.JUPYTER_LOG,
-        tags={"owner": "ada@example.com"},
-    )
-    values.update(changes)
-    return Resource(**values)
+    return make_notebook(NOW, **changes)
 
 
 def episode(**changes: Any) -> dict[tuple[str, str], Episode]:

@@ -9,29 +9,11 @@ from sqlalchemy import create_engine
 
 from guard.model import ActivitySource, Resource
 from guard.store import Base, Store, normalize_url, upgrade
+from tests.factories import notebook
 
 
 def _resource(now, **changes) -> Resource:
-    values = dict(
-        arn="arn:aws:sagemaker:us-east-1:123456789012:notebook-instance/nb",
-        kind="notebook",
-        name="nb",
-        account="123456789012",
-        region="us-east-1",
-        status="InService",
-        running=True,
-        instance_type="ml.t3.medium",
-        instance_count=1,
-        usd_per_hour=Decimal("0.05"),
-        price_source="bundled",
-        created_at=now - timedelta(hours=3),
-        running_since=now - timedelta(hours=3),
-        last_activity=now - timedelta(hours=1),
-        activity_source=ActivitySource.JUPYTER_LOG,
-        tags={"owner": "a@example.com"},
-    )
-    values.update(changes)
-    return Resource(**values)
+    return notebook(now, **changes)
 
 
 def test_migrations_match_models(db_url: str) -> None:
@@ -49,10 +31,10 @@ def test_snapshot_roundtrip_keeps_utc_and_decimal(store: Store, clock) -> None:
     now = clock.now()
     store.save_snapshot([_resource(now)], {("123456789012", "us-east-1", "notebook")}, now)
     [loaded] = store.resources()
-    assert loaded.usd_per_hour == Decimal("0.05")
-    assert loaded.running_since == now - timedelta(hours=3)
+    assert loaded.usd_per_hour == Decimal("0.23")
+    assert loaded.running_since == now - timedelta(hours=8)
     assert loaded.running_since.utcoffset() == timedelta(0)
-    assert loaded.tags == {"owner": "a@example.com"}
+    assert loaded.tags == {"owner": "ada@example.com"}
 
 
 def test_history_records_changes_only(store: Store, clock) -> None:
@@ -99,7 +81,7 @@ def test_unknown_evidence_keeps_last_known_activity(store: Store, clock) -> None
     )
     [loaded] = store.resources()
     assert loaded.unknown
-    assert loaded.last_activity == now - timedelta(hours=1)
+    assert loaded.last_activity == now - timedelta(hours=3)
 
 
 def test_outbox_is_idempotent_per_key(store: Store, clock) -> None:
