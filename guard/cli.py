@@ -225,6 +225,16 @@ def db_upgrade(cfg: Config) -> None:
     )
 
 
+@main.command("iam-policy")
+@click.option("--read-only", is_flag=True, help="Only what a dry-run deployment needs.")
+@with_config
+def iam_policy(cfg: Config, read_only: bool) -> None:
+    """Print the least-privilege IAM policy (JSON) for the enabled kinds and rules."""
+    from guard.iam import policy
+
+    _dump(policy(cfg, read_only=read_only))
+
+
 @main.command("check-config")
 @with_config
 def check_config(cfg: Config) -> None:

@@ -29,9 +29,10 @@ class KindSpec:
     title: str  # for people: "notebook instance"
     price_component: str  # component column of the price table
     list_operation: str  # boto3 paginator name
-    list_permission: str
     describe_operation: str  # live re-check before acting
-    describe_permission: str
+    # every IAM action a scan of this kind needs (listing, tags, activity evidence)
+    read_permissions: tuple[str, ...]
+    arn_pattern: str  # IAM resource ARN pattern for the kind's actions
     name_param: str  # request parameter naming one resource
     list_key: str  # where the list call returns its items
     arn_field: str
@@ -49,9 +50,14 @@ NOTEBOOK = KindSpec(
     title="notebook instance",
     price_component="Notebook",
     list_operation="list_notebook_instances",
-    list_permission="sagemaker:ListNotebookInstances",
     describe_operation="describe_notebook_instance",
-    describe_permission="sagemaker:DescribeNotebookInstance",
+    read_permissions=(
+        "sagemaker:ListNotebookInstances",
+        "sagemaker:DescribeNotebookInstance",
+        "tag:GetResources",
+        "logs:DescribeLogStreams",
+    ),
+    arn_pattern="arn:aws:sagemaker:*:*:notebook-instance/*",
     name_param="NotebookInstanceName",
     list_key="NotebookInstances",
     arn_field="NotebookInstanceArn",

@@ -314,3 +314,39 @@ def test_one_failing_region_leaves_the_other_working(
     sim.heal()
     clock.advance(timedelta(minutes=5))
     assert outcomes(run_cycle(guard)) == [("eu-idle", "done")]
+
+
+# IAM names the tagging API "tag"; botocore signs it as "tagging".
+_IAM_PREFIX = {"tagging": "tag"}
+
+
+def test_generated_iam_policy_covers_every_call_the_guard_makes(
+    sim: Simulator, clock: ManualClock, sqlite_url: str
+) -> None:
+    from guard.iam import policy
+
+    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    sim.add_notebook("busy", in_service_since=clock.now() - timedelta(hours=5))
+    sim.jupyter_activity("busy", clock.now())
+    guard = make_guard(sim, clock, sqlite_url, IDLE_STOP | {"grace": "0s"}, mode="enforce")
+    sim.reset_counts()
+    run_cycle(guard)
+    guard.actions.reconcile()
+    called = {
+        f"{_IAM_PREFIX.get(op.split(':')[0], op.split(':')[0])}:{op.split(':')[1]}"
+        for op in sim.request_counts
+    }
+    assert "sagemaker:StopNotebookInstance" in called
+    granted: set[str] = set()
+    for statement in policy(guard.cfg)["Statement"]:
+        actions = statement["Action"]
+        granted |= {actions} if isinstance(actions, str) else set(actions)
+    assert called <= granted, called - granted
+    read_only = policy(guard.cfg, read_only=True)
+    assert "sagemaker:StopNotebookInstance" not in str(read_only)
+    stop = next(
+        s for s in policy(guard.cfg)["Statement"] if s["Action"] == "sagemaker:StopNotebookInstance"
+    )
+    assert stop["Condition"] == {
+        "StringNotEqualsIgnoreCase": {"aws:ResourceTag/cost-guard:exempt": "true"}
+    }

@@ -1,0 +1,52 @@
+"""The least-privilege IAM policy, generated from what the kinds and rules declare.
+
+Read permissions come from each enabled kind; a mutating action is granted only when a rule
+uses it, only on that kind's ARNs, and never on resources tagged exempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guard.config import Config
+from guard.kinds import KINDS
+
+ALWAYS = ("sts:GetCallerIdentity",)  # which account the default credentials belong to
+
+
+def policy(cfg: Config, read_only: bool = False) -> dict[str, Any]:
+    read = sorted({p for kind in cfg.kinds for p in KINDS[kind].read_permissions} | set(ALWAYS))
+    statements: list[dict[str, Any]] = [
+        {"Sid": "ScanSageMaker", "Effect": "Allow", "Action": read, "Resource": "*"}
+    ]
+    roles = sorted(a.role_arn for a in cfg.accounts if a.role_arn)
+    if roles:
+        statements.append(
+            {
+                "Sid": "AssumeMemberRoles",
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Resource": roles,
+            }
+        )
+    if not read_only:
+        used = sorted({(r.kind, r.action) for r in cfg.rules if r.mutates and r.kind in cfg.kinds})
+        for kind_name, action_name in used:
+            kind, action = KINDS[kind_name], KINDS[kind_name].actions[action_name]
+            statements.append(
+                {
+                    "Sid": _sid(kind_name, action_name),
+                    "Effect": "Allow",
+                    "Action": action.permission,
+                    "Resource": kind.arn_pattern,
+                    # The guard never acts on exempt resources; IAM makes sure of it too.
+                    "Condition": {
+                        "StringNotEqualsIgnoreCase": {f"aws:ResourceTag/{cfg.tags.exempt}": "true"}
+                    },
+                }
+            )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _sid(kind: str, action: str) -> str:
+    return "".join(part.capitalize() for part in f"{action}-{kind}".replace("_", "-").split("-"))
