@@ -235,6 +235,15 @@ def iam_policy(cfg: Config, read_only: bool) -> None:
     _dump(policy(cfg, read_only=read_only))
 
 
+@main.command("lifecycle-config")
+@click.argument("target", type=click.Choice(["notebook"]))
+def lifecycle_config(target: str) -> None:
+    """Print the on-start lifecycle script that installs the activity heartbeat."""
+    from guard.lifecycle import notebook_on_start
+
+    click.echo(notebook_on_start(), nl=False)
+
+
 @main.command("check-config")
 @with_config
 def check_config(cfg: Config) -> None:
