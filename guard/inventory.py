@@ -190,7 +190,10 @@ def scan_notebooks(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
         since = cursor - cfg.activity_log_overlap if cursor else None
         try:
             jupyter = jupyter_activity(ctx, target, since)
-            target.cursors.append((target.account_id, target.region, source, now))
+            if evidence_error is None:
+                # Advance only when this cycle's findings will be stored: an unknown
+                # resource's activity is not saved, so the next scan must read it again.
+                target.cursors.append((target.account_id, target.region, source, now))
         except AWS_ERRORS as exc:
             evidence_error = evidence_error or f"Jupyter logs unavailable: {_why(exc)}"
             target.errors.append(

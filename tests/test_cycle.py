@@ -350,3 +350,20 @@ def test_generated_iam_policy_covers_every_call_the_guard_makes(
     assert stop["Condition"] == {
         "StringNotEqualsIgnoreCase": {"aws:ResourceTag/cost-guard:exempt": "true"}
     }
+
+
+def test_activity_seen_during_a_tags_outage_is_not_lost(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_notebook("nb", in_service_since=clock.now() - timedelta(hours=9))
+    sim.jupyter_activity("nb", clock.now() - timedelta(minutes=90))
+    guard = make_guard(sim, clock, db_url)
+    assert run_cycle(guard)["warned"] == []
+    clock.advance(timedelta(minutes=20))
+    sim.jupyter_activity("nb", clock.now() - timedelta(minutes=1))  # someone works
+    sim.fail("tagging:GetResources")
+    assert run_cycle(guard)["by_kind"]["notebook"]["unknown"] == 1
+    sim.heal()
+    clock.advance(timedelta(hours=1))
+    report = run_cycle(guard)  # 1 h after that work: not idle for 2 h
+    assert report["warned"] == [], report["warned"]
