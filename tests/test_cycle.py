@@ -359,11 +359,12 @@ def test_activity_seen_during_a_tags_outage_is_not_lost(
     sim.jupyter_activity("nb", clock.now() - timedelta(minutes=90))
     guard = make_guard(sim, clock, db_url)
     assert run_cycle(guard)["warned"] == []
-    clock.advance(timedelta(minutes=20))
-    sim.jupyter_activity("nb", clock.now() - timedelta(minutes=1))  # someone works
+    worked = clock.now() + timedelta(minutes=5)
+    sim.jupyter_activity("nb", worked)  # someone works...
+    clock.advance(timedelta(minutes=40))  # ...and the next cycle cannot read tags
     sim.fail("tagging:GetResources")
     assert run_cycle(guard)["by_kind"]["notebook"]["unknown"] == 1
     sim.heal()
-    clock.advance(timedelta(hours=1))
-    report = run_cycle(guard)  # 1 h after that work: not idle for 2 h
+    clock.set(worked + timedelta(minutes=100))
+    report = run_cycle(guard)  # 1 h 40 min after that work: not idle for 2 h
     assert report["warned"] == [], report["warned"]
