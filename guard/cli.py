@@ -127,7 +127,7 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     from guard.reports import inventory_items, inventory_table
     from guard.wiring import build_guard
 
-    guard = build_guard(cfg)
+    guard = build_guard(cfg, reconcile=scan)
     now = guard.clock.now()
     if scan:
         result = scan_aws(ScanContext(cfg, guard.aws, guard.store, guard.prices, now))
@@ -155,7 +155,7 @@ def audit(cfg: Config, since: str, as_json: bool) -> None:
     from guard.reports import audit_entries, audit_table
     from guard.wiring import build_guard
 
-    guard = build_guard(cfg)
+    guard = build_guard(cfg, reconcile=False)
     entries = audit_entries(guard.store.audit(guard.clock.now() - parse_duration(since)))
     if as_json:
         _dump(entries)
@@ -171,7 +171,7 @@ def _resolve(cfg: Config, target: str) -> tuple[Any, str]:
         raise click.BadParameter(
             f"use KIND/NAME with KIND one of {', '.join(KINDS)}", param_hint="TARGET"
         )
-    guard = build_guard(cfg)
+    guard = build_guard(cfg, reconcile=False)
     res = guard.store.resource_by_name(kind, name)
     if res is None:
         raise click.ClickException(
