@@ -27,7 +27,11 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("botocore", "boto3", "urllib3", "apscheduler.executors", "werkzeug", "alembic"):
+    # Quiet even with --verbose: slack_sdk logs request headers (the bot token) at DEBUG.
+    for noisy in (
+        "botocore", "boto3", "urllib3", "apscheduler.executors", "werkzeug", "alembic",
+        "slack_sdk", "slack_bolt",
+    ):  # fmt: skip
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
