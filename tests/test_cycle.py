@@ -368,3 +368,26 @@ def test_activity_seen_during_a_tags_outage_is_not_lost(
     clock.set(worked + timedelta(minutes=100))
     report = run_cycle(guard)  # 1 h 40 min after that work: not idle for 2 h
     assert report["warned"] == [], report["warned"]
+
+
+def test_member_accounts_are_scanned_through_their_roles(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    since = clock.now() - timedelta(hours=5)
+    sim.add_notebook("own-idle", in_service_since=since)
+    sim.add_notebook("member-idle", in_service_since=since, account="111111111111")
+    accounts = [
+        {"id": "123456789012", "name": "platform"},
+        {
+            "id": "111111111111",
+            "name": "research",
+            "role_arn": "arn:aws:iam::111111111111:role/guard",
+        },
+    ]
+    guard = make_guard(
+        sim, clock, db_url, IDLE_STOP | {"grace": "0s"}, mode="enforce", accounts=accounts
+    )
+    report = run_cycle(guard)
+    assert sorted(outcomes(report)) == [("member-idle", "done"), ("own-idle", "done")]
+    assert {r.account for r in guard.store.resources()} == {"123456789012", "111111111111"}
+    assert sim.notebook_status("member-idle", account="111111111111") == "Stopping"

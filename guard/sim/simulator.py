@@ -110,18 +110,28 @@ class Simulator:
 
     # --- seeding -----------------------------------------------------------------------
 
-    def client(self, service: str, region: str | None = None) -> Any:
+    def client(self, service: str, region: str | None = None, account: str | None = None) -> Any:
+        """A boto3 client on the simulator; `account` = a member account (via AssumeRole)."""
+        credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        if account and account != self.account_id:
+            role = f"arn:aws:iam::{account}:role/simulator-seed"
+            assumed = self.client("sts").assume_role(RoleArn=role, RoleSessionName="seed")
+            creds = assumed["Credentials"]
+            credentials = {
+                "aws_access_key_id": creds["AccessKeyId"],
+                "aws_secret_access_key": creds["SecretAccessKey"],
+                "aws_session_token": creds["SessionToken"],
+            }
         return boto3.client(
             service,
             region_name=region or self.regions[0],
             endpoint_url=self.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
             config=BotoConfig(retries={"mode": "standard", "max_attempts": 2}),
+            **credentials,
         )
 
-    def _sagemaker(self, region: str) -> Any:
-        return get_backend("sagemaker")[self.account_id][region]
+    def _sagemaker(self, region: str, account: str | None = None) -> Any:
+        return get_backend("sagemaker")[account or self.account_id][region]
 
     def _logs(self, region: str) -> Any:
         return get_backend("logs")[self.account_id][region]
@@ -136,21 +146,23 @@ class Simulator:
         in_service_since: datetime | None = None,
         created_at: datetime | None = None,
         status: str = "InService",
+        account: str | None = None,
     ) -> str:
         """Create a notebook instance as if it had been running since `in_service_since`."""
         region = region or self.regions[0]
-        response = self.client("sagemaker", region).create_notebook_instance(
+        response = self.client("sagemaker", region, account).create_notebook_instance(
             NotebookInstanceName=name,
             InstanceType=instance_type,
             RoleArn=FAKE_ROLE,
             Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
         )
-        notebook = self._sagemaker(region).notebook_instances[name]
+        notebook = self._sagemaker(region, account).notebook_instances[name]
         since = in_service_since or self.clock.now()
         notebook.creation_time = naive_utc(created_at or since)
         notebook.last_modified_time = naive_utc(since)
         notebook.status = status
-        self.lifecycle_log(name, since, region=region)
+        if account in (None, self.account_id):  # member accounts: no log streams (not needed)
+            self.lifecycle_log(name, since, region=region)
         return str(response["NotebookInstanceArn"])
 
     def add_fleet(
@@ -195,8 +207,11 @@ class Simulator:
             ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
         )
 
-    def notebook_status(self, name: str, *, region: str | None = None) -> str:
-        return str(self._sagemaker(region or self.regions[0]).notebook_instances[name].status)
+    def notebook_status(
+        self, name: str, *, region: str | None = None, account: str | None = None
+    ) -> str:
+        backend = self._sagemaker(region or self.regions[0], account)
+        return str(backend.notebook_instances[name].status)
 
     def start_notebook(self, name: str, *, region: str | None = None) -> None:
         self.client("sagemaker", region).start_notebook_instance(NotebookInstanceName=name)
