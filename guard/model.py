@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -21,8 +21,6 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        from datetime import UTC
-
         return datetime.now(UTC)
 
 

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import select
 
 from guard.config import Config, Secrets
-from guard.model import ActivitySource, ManualClock, Resource
+from guard.model import ManualClock, Resource
 from guard.notify import Notice, Notifier
 from guard.store import OutboxRow, Store
 from tests.conftest import START
+from tests.factories import notebook as make_notebook
 from tests.fakeslack import FakeSlack
 
 TOKEN = "xoxb-000-111-s3cr3tt0k3n"
@@ -64,22 +65,15 @@ def make_cfg(
 
 def notebook(name: str = "nb-gpu", owner: str | None = ADA, price: str | None = "1.41") -> Resource:
     since = START - timedelta(hours=3, minutes=10)
-    return Resource(
-        arn=ARN.replace("nb-gpu", name),
-        kind="notebook",
-        name=name,
-        account="123456789012",
-        region="us-east-1",
-        status="InService",
-        running=True,
+    return make_notebook(
+        START,
+        name,
         instance_type="ml.g5.xlarge",
-        instance_count=1,
         usd_per_hour=Decimal(price) if price else None,
         price_source="bundled" if price else "unknown",
         created_at=since,
         running_since=since,
         last_activity=since,
-        activity_source=ActivitySource.JUPYTER_LOG,
         tags={"owner": owner} if owner else {},
     )
 
