@@ -121,10 +121,15 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    """A store on a fresh SQLite file, for tests that are not about the database."""
+def fresh_sqlite_url(tmp_path: Path) -> str:
+    """A new, migrated SQLite file of this test's own, for tests that are not about storage."""
     url = f"sqlite:///{tmp_path / 'guard.db'}"
     upgrade(url)
-    s = Store(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_store(fresh_sqlite_url: str) -> Iterator[Store]:
+    s = Store(fresh_sqlite_url)
     yield s
     s.close()

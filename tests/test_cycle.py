@@ -234,11 +234,11 @@ def test_interrupted_action_is_reconciled_at_start(
 
 
 def test_api_calls_grow_with_pages_not_notebooks(
-    sim: Simulator, clock: ManualClock, sqlite_url: str
+    sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
 ) -> None:
     # About call counts, not storage: SQLite only (the fleet takes seconds to scan in moto).
     sim.add_fleet(1000)
-    guard = make_guard(sim, clock, sqlite_url)
+    guard = make_guard(sim, clock, fresh_sqlite_url)
     first = run_cycle(guard)
     assert first["resources"] == 1000
     clock.advance(timedelta(minutes=5))
@@ -321,14 +321,14 @@ _IAM_PREFIX = {"tagging": "tag"}
 
 
 def test_generated_iam_policy_covers_every_call_the_guard_makes(
-    sim: Simulator, clock: ManualClock, sqlite_url: str
+    sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
 ) -> None:
     from guard.iam import policy
 
     sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
     sim.add_notebook("busy", in_service_since=clock.now() - timedelta(hours=5))
     sim.jupyter_activity("busy", clock.now())
-    guard = make_guard(sim, clock, sqlite_url, IDLE_STOP | {"grace": "0s"}, mode="enforce")
+    guard = make_guard(sim, clock, fresh_sqlite_url, IDLE_STOP | {"grace": "0s"}, mode="enforce")
     sim.reset_counts()
     run_cycle(guard)
     guard.actions.reconcile()

@@ -76,7 +76,7 @@ def test_beat_tags_the_notebook_and_the_guard_sees_it(
     jupyter: FakeJupyter,
     sim: Simulator,
     clock: ManualClock,
-    sqlite_url: str,
+    fresh_sqlite_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for key, value in sim.env().items():
@@ -95,7 +95,7 @@ def test_beat_tags_the_notebook_and_the_guard_sees_it(
 
     cfg = Config.model_validate(
         {
-            "database_url": sqlite_url,
+            "database_url": fresh_sqlite_url,
             "rules": [{"id": "idle", "kind": "notebook", "idle_for": "2h", "action": "stop"}],
             "secrets": Secrets.model_validate({}),
         }
