@@ -28,10 +28,6 @@ class Outcome:
     outcome: str  # done | skipped | failed | dry-run
     detail: str
 
-    @property
-    def changed_something(self) -> bool:
-        return self.outcome == "done"
-
 
 class Actions:
     def __init__(self, cfg: Config, aws: Aws, store: Store, clock: Clock) -> None:
