@@ -12,9 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from guard.aws import Aws
+from guard.aws import AWS_ERRORS, Aws, error_text
 from guard.config import Config
 from guard.kinds import KINDS, ActionSpec, KindSpec
 from guard.model import Clock, Resource
@@ -92,8 +90,8 @@ class Actions:
                 )
             getattr(self._client(res), spec.operation)(**{kind.name_param: res.name})
             return Outcome("done", f"{kind.title} {spec.verb_past} (was {status})")
-        except (ClientError, BotoCoreError) as exc:
-            return Outcome("failed", _error_text(exc))
+        except AWS_ERRORS as exc:
+            return Outcome("failed", error_text(exc))
 
     def reconcile(self) -> list[str]:
         """Settle actions left `intended` by a crash: look at the resource, record the truth."""
@@ -112,8 +110,8 @@ class Actions:
                 continue
             try:
                 status = self.live_status(res, kind)
-            except (ClientError, BotoCoreError) as exc:
-                notes.append(f"cannot reconcile action {row.id} yet: {_error_text(exc)}")
+            except AWS_ERRORS as exc:
+                notes.append(f"cannot reconcile action {row.id} yet: {error_text(exc)}")
                 continue
             if status in spec.done_states:
                 outcome, detail = "done", f"interrupted, but the resource is {status} (reconciled)"
@@ -125,10 +123,3 @@ class Actions:
             self.store.finish_action(row.id, outcome, detail, now)
             notes.append(f"action {row.id} ({row.action} {row.name}): {outcome}: {detail}")
         return notes
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
-    return str(exc)

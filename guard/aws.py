@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
 from guard.config import Account
 
@@ -21,6 +22,18 @@ BOTO_CONFIG = BotoConfig(
     read_timeout=30,
     max_pool_connections=16,
 )
+
+
+# What a failed AWS call raises: an answer from AWS, or no answer (network, credentials).
+AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+def error_text(exc: Exception) -> str:
+    """`Code: Message` of a botocore error: what the on-call needs, without the request."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip()
+    return str(exc)
 
 
 class CallCounter:

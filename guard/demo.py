@@ -23,7 +23,8 @@ from rich.panel import Panel
 from rich.rule import Rule as Divider
 
 from guard.config import Config, Secrets
-from guard.cycle import run_cycle
+from guard.cycle import Guard, run_cycle
+from guard.kinds import KINDS
 from guard.model import ManualClock
 from guard.reports import audit_entries, audit_table, inventory_items, inventory_table
 from guard.rules import clock_time
@@ -131,16 +132,13 @@ def _seed(sim: Simulator, clock: ManualClock) -> None:
     sim.jupyter_activity("erin-snoozed", now - timedelta(hours=3))
 
 
-def _script(sim: Simulator, guard: object, clock: ManualClock, console: Console, step: int) -> None:
+def _script(sim: Simulator, guard: Guard, clock: ManualClock, console: Console, step: int) -> None:
     """What the people in the story do: Bob and Dave keep working, Erin asks for time."""
     now = clock.now()
     if now < START + timedelta(hours=3, minutes=45):
         sim.jupyter_activity("bob-busy", now - timedelta(minutes=3))
         sim.jupyter_activity("dave-gpu", now - timedelta(minutes=1))
     if step == 2:
-        from guard.cycle import Guard
-
-        assert isinstance(guard, Guard)
         erin = guard.store.resource_by_name("notebook", "erin-snoozed")
         if erin:
             guard.store.snooze(
@@ -161,10 +159,7 @@ def _slack(console: Console, clock: ManualClock, text: str) -> None:
         console.print(f"[dim]{title}[/dim] {text}", highlight=False)
 
 
-def _inventory(console: Console, guard: object, cfg: Config, clock: ManualClock) -> None:
-    from guard.cycle import Guard
-
-    assert isinstance(guard, Guard)
+def _inventory(console: Console, guard: Guard, cfg: Config, clock: ManualClock) -> None:
     now = clock.now()
     items = inventory_items(
         guard.store.resources(), cfg, guard.store.snoozes(now), guard.store.open_episodes(), now
@@ -172,10 +167,7 @@ def _inventory(console: Console, guard: object, cfg: Config, clock: ManualClock)
     console.print(inventory_table(items, cfg, now))
 
 
-def _finale(console: Console, guard: object, cfg: Config, clock: ManualClock) -> None:
-    from guard.cycle import Guard
-
-    assert isinstance(guard, Guard)
+def _finale(console: Console, guard: Guard, cfg: Config, clock: ManualClock) -> None:
     now = clock.now()
     console.print(Divider("21:00 — the end of the evening"))
     resources = guard.store.resources()
@@ -188,7 +180,10 @@ def _finale(console: Console, guard: object, cfg: Config, clock: ManualClock) ->
     stopped = {e["name"] for e in entries if e["action"] == "stop" and e["outcome"] == "done"}
     prices = guard.prices
     saved = sum(
-        (prices.price(r.instance_type, r.region, "Notebook").usd_per_hour or Decimal(0))
+        (
+            prices.price(r.instance_type, r.region, KINDS[r.kind].price_component).usd_per_hour
+            or Decimal(0)
+        )
         for r in resources
         if r.name in stopped
     )

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from guard.aws import Aws
+from guard.aws import AWS_ERRORS, Aws, error_text
 from guard.config import Account, Config
 from guard.kinds import KINDS, NOTEBOOK, KindSpec
-from guard.model import ActivitySource, Resource, ScanResult
+from guard.model import ActivitySource, Resource, ScanResult, parse_time
 from guard.pricing import PriceBook
 from guard.store import Store
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 NOTEBOOK_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
 JUPYTER_STREAM_SUFFIX = "/jupyter.log"
 MAX_SCAN_WORKERS = 8
-AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 @dataclass
@@ -68,7 +67,6 @@ def scan(ctx: ScanContext) -> ScanResult:
             result.errors.extend(target.errors)
             result.scanned |= target.scanned
             result.cursors.extend(target.cursors)
-    result.api_calls = ctx.aws.counter.snapshot()
     return result
 
 
@@ -77,23 +75,18 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
     try:
         account_id = ctx.aws.account_id(account, region)
     except AWS_ERRORS as exc:
-        return Target(account, "?", region, errors=[f"{label} {region}: cannot reach: {_why(exc)}"])
+        return Target(
+            account, "?", region, errors=[f"{label} {region}: cannot reach: {error_text(exc)}"]
+        )
     target = Target(account, account_id, region)
     for kind in ctx.cfg.kinds:
         try:
             SCANNERS[kind](ctx, target, KINDS[kind])
         except AWS_ERRORS as exc:
             # The listing failed: nothing of this kind here is judged this cycle.
-            target.errors.append(f"{label} {region} {kind}: listing failed: {_why(exc)}")
-            log.warning("scan of %s in %s %s failed: %s", kind, label, region, _why(exc))
+            target.errors.append(f"{label} {region} {kind}: listing failed: {error_text(exc)}")
+            log.warning("scan of %s in %s %s failed: %s", kind, label, region, error_text(exc))
     return target
-
-
-def _why(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip()
-    return str(exc)
 
 
 def _pages(client: Any, operation: str, key: str, **params: Any) -> Iterable[dict[str, Any]]:
@@ -114,18 +107,6 @@ def fetch_tags(ctx: ScanContext, target: Target, spec: KindSpec) -> dict[str, di
     ):
         tags[item["ResourceARN"]] = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
     return tags
-
-
-def heartbeat(tags: dict[str, str], key: str) -> datetime | None:
-    """The lifecycle script's `cost-guard:last-activity` tag, if present and parseable."""
-    value = tags.get(key)
-    if not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def jupyter_activity(
@@ -181,7 +162,7 @@ def scan_notebooks(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
         tags = fetch_tags(ctx, target, spec)
     except AWS_ERRORS as exc:
         # Without tags we cannot know exemptions or snoozes: nothing here may be acted on.
-        evidence_error = f"tags unavailable: {_why(exc)}"
+        evidence_error = f"tags unavailable: {error_text(exc)}"
 
     source = "notebook-jupyter-log"
     cursor = ctx.store.scan_cursor(target.account_id, target.region, source)
@@ -195,12 +176,12 @@ def scan_notebooks(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
                 # resource's activity is not saved, so the next scan must read it again.
                 target.cursors.append((target.account_id, target.region, source, now))
         except AWS_ERRORS as exc:
-            evidence_error = evidence_error or f"Jupyter logs unavailable: {_why(exc)}"
+            evidence_error = evidence_error or f"Jupyter logs unavailable: {error_text(exc)}"
             target.errors.append(
                 f"{target.account_id} {target.region}: DescribeLogStreams failed, "
-                f"notebooks there are unknown this cycle: {_why(exc)}"
+                f"notebooks there are unknown this cycle: {error_text(exc)}"
             )
-    known = ctx.store.last_activity(spec.name)
+    known = ctx.store.last_activity(spec.name, target.account_id, target.region)
 
     for nb in listed:
         arn, name, status = nb[spec.arn_field], nb[spec.name_field], nb[spec.status_field]
@@ -211,7 +192,7 @@ def scan_notebooks(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
             signals.append(known[arn])
         if name in jupyter:
             signals.append((jupyter[name], ActivitySource.JUPYTER_LOG))
-        beat = heartbeat(nb_tags, cfg.tags.heartbeat)
+        beat = parse_time(nb_tags.get(cfg.tags.heartbeat))
         if beat:
             signals.append((beat, ActivitySource.HEARTBEAT_TAG))
         last_activity, activity_source = (

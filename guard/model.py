@@ -43,6 +43,17 @@ class ManualClock:
         self._now = when
 
 
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO-8601 time from a tag (`Z` or offset; naive = UTC); None if absent or malformed."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 class ActivitySource(enum.StrEnum):
     """Where a resource's `last_activity` came from, best evidence first."""
 
@@ -141,7 +152,6 @@ class ScanResult:
 
     resources: list[Resource] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    api_calls: dict[str, int] = field(default_factory=dict)
     # (account, region, kind) whose listing completed: only those may mark resources gone
     scanned: set[tuple[str, str, str]] = field(default_factory=set)
     # activity-scan cursors to persist once the snapshot is saved: (account, region, source, at)

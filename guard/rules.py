@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from guard.config import Config, Rule
-from guard.model import ActivitySource, Decision, Episode, Resource, Step
+from guard.model import ActivitySource, Decision, Episode, Resource, Step, parse_time
 
 # How far back a schedule rule looks for its latest fire time, widest last.
 _SCHEDULE_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=400))
@@ -53,13 +53,9 @@ def snoozed_until(
 ) -> datetime | None:
     """The later of the snooze tag and a stored snooze, if still in the future."""
     candidates = [snoozes[res.arn]] if res.arn in snoozes else []
-    tag = res.tags.get(cfg.tags.snooze)
-    if tag:
-        try:
-            until = datetime.fromisoformat(tag.replace("Z", "+00:00"))
-            candidates.append(until if until.tzinfo else until.replace(tzinfo=UTC))
-        except ValueError:
-            pass  # a malformed tag snoozes nothing; the inventory still shows the raw tag
+    # A malformed tag snoozes nothing; the inventory still shows the raw tag.
+    if (tagged := parse_time(res.tags.get(cfg.tags.snooze))) is not None:
+        candidates.append(tagged)
     future = [u for u in candidates if u > now]
     return max(future) if future else None
 

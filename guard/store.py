@@ -427,12 +427,20 @@ class Store:
             ).first()
             return row_to_resource(row) if row else None
 
-    def last_activity(self, kind: str) -> dict[str, tuple[datetime, ActivitySource]]:
-        """Last known activity per resource of a kind, to continue an incremental log scan."""
+    def last_activity(
+        self, kind: str, account: str, region: str
+    ) -> dict[str, tuple[datetime, ActivitySource]]:
+        """Last known activity per resource of a kind in one account and region, to continue
+        an incremental log scan."""
         with self.session() as s:
             query = select(
                 ResourceRow.arn, ResourceRow.last_activity, ResourceRow.activity_source
-            ).where(ResourceRow.kind == kind, ResourceRow.last_activity.is_not(None))
+            ).where(
+                ResourceRow.kind == kind,
+                ResourceRow.account == account,
+                ResourceRow.region == region,
+                ResourceRow.last_activity.is_not(None),
+            )
             return {
                 arn: (at, ActivitySource(source))
                 for arn, at, source in s.execute(query)

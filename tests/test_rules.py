@@ -203,3 +203,8 @@ def test_invalid_rule_names_file_rule_and_field(tmp_path: Any) -> None:
     message = str(info.value)
     assert f"{path}: rule 'idle-notebooks' field idle_for: invalid duration 'two hours'" in message
     assert "rule 'bad-action'" in message and "action 'explode' is not available" in message
+
+
+def test_malformed_snooze_tag_snoozes_nothing() -> None:
+    res = notebook(tags={"cost-guard:snooze-until": "after lunch"})
+    assert steps(evaluate([res], {}, {}, cfg(IDLE_STOP), NOW)) == [("warn", "idle")]
