@@ -22,8 +22,8 @@ from rich.table import Table
 from guard.aws import Aws
 from guard.config import Config, Secrets
 from guard.cycle import run_cycle
-from guard.inventory import NOTEBOOK_LOG_GROUP
 from guard.model import ManualClock
+from guard.scanners.notebook import NOTEBOOK_LOG_GROUP
 from guard.sim import Simulator
 from guard.wiring import build_guard
 

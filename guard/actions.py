@@ -9,22 +9,32 @@ action's `valid_states` is touched, and one already in a `done_states` state is 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from guard.aws import AWS_ERRORS, Aws, error_text
 from guard.config import Config
-from guard.kinds import KINDS, ActionSpec, KindSpec
-from guard.model import Clock, Resource
+from guard.kinds import KINDS, ActionSpec, KindSpec, request_key
+from guard.model import Clock, Outcome, Resource
 from guard.store import Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    outcome: str  # done | skipped | failed | dry-run
-    detail: str
+GONE = "Gone"  # live status of a resource AWS no longer knows
+
+
+def _not_found(exc: ClientError) -> bool:
+    # SageMaker answers a Describe of a missing resource with ValidationException
+    # ("Could not find endpoint ...") or ResourceNotFound, depending on the API.
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", ""), error.get("Message", "").lower()
+    return code in ("ResourceNotFound", "ResourceNotFoundException") or (
+        code == "ValidationException" and ("could not find" in message or "not found" in message)
+    )
 
 
 class Actions:
@@ -59,7 +69,7 @@ class Actions:
             res, rule_id=rule_id, episode_id=episode_id, action=action,
             mode=self.cfg.mode, outcome="intended", detail=reason, now=self.clock.now(),
         )  # fmt: skip
-        result = self._call(res, kind, spec)
+        result = self._call(res, kind, spec, action_id)
         self.store.finish_action(action_id, result.outcome, result.detail, self.clock.now())
         log.log(
             logging.ERROR if result.outcome == "failed" else logging.INFO,
@@ -68,19 +78,33 @@ class Actions:
         )  # fmt: skip
         return result
 
-    def _client(self, res: Resource) -> Any:
+    def client(self, res: Resource, service: str = "sagemaker") -> Any:
         # None = the caller's own account (the default credential chain)
         account = next((a for a in self.cfg.accounts if a.id == res.account), None)
-        return self.aws.client(account, res.region, "sagemaker")
+        return self.aws.client(account, res.region, service)
+
+    def describe(self, res: Resource, kind: KindSpec) -> dict[str, Any] | None:
+        """The resource as AWS sees it now; None when AWS says it does not exist."""
+        try:
+            described = getattr(self.client(res), kind.describe_operation)(**request_key(kind, res))
+        except ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise
+        return dict(described)
 
     def live_status(self, res: Resource, kind: KindSpec) -> str:
-        client = self._client(res)
-        described = getattr(client, kind.describe_operation)(**{kind.name_param: res.name})
-        return str(described.get(kind.status_field, ""))
+        described = self.describe(res, kind)
+        return GONE if described is None else str(described.get(kind.status_field, ""))
 
-    def _call(self, res: Resource, kind: KindSpec, spec: ActionSpec) -> Outcome:
+    def _call(self, res: Resource, kind: KindSpec, spec: ActionSpec, action_id: int) -> Outcome:
         try:
-            status = self.live_status(res, kind)
+            described = self.describe(res, kind)
+            if described is None:
+                if spec.gone_is_done:
+                    return Outcome("skipped", f"already gone: nothing to do. {spec.keeps}".strip())
+                return Outcome("skipped", f"the {kind.title} no longer exists")
+            status = str(described.get(kind.status_field, ""))
             if status in spec.done_states:
                 return Outcome("skipped", f"already {status}: nothing to do")
             if status not in spec.valid_states:
@@ -88,8 +112,14 @@ class Actions:
                     "skipped",
                     f"status is {status}; only {', '.join(spec.valid_states)} is {spec.verb_past}",
                 )
-            getattr(self._client(res), spec.operation)(**{kind.name_param: res.name})
-            return Outcome("done", f"{kind.title} {spec.verb_past} (was {status})")
+            handler = HANDLERS.get((kind.name, spec.name))
+            if handler is not None:
+                return handler(
+                    self.client(res), self.store, res, described, action_id, self.clock.now()
+                )
+            getattr(self.client(res), spec.operation)(**request_key(kind, res))
+            done = f"{kind.title} {spec.verb_past} (was {status})"
+            return Outcome("done", f"{done}. {spec.keeps}".strip())
         except AWS_ERRORS as exc:
             return Outcome("failed", error_text(exc))
 
@@ -113,7 +143,7 @@ class Actions:
             except AWS_ERRORS as exc:
                 notes.append(f"cannot reconcile action {row.id} yet: {error_text(exc)}")
                 continue
-            if status in spec.done_states:
+            if status in spec.done_states or (status == GONE and spec.gone_is_done):
                 outcome, detail = "done", f"interrupted, but the resource is {status} (reconciled)"
             else:
                 outcome, detail = (
@@ -123,3 +153,11 @@ class Actions:
             self.store.finish_action(row.id, outcome, detail, now)
             notes.append(f"action {row.id} ({row.action} {row.name}): {outcome}: {detail}")
         return notes
+
+
+# Kind-specific actions that need more than one call: (kind, action) -> handler. A handler
+# runs after the live checks above, gets the SageMaker client, the store, the resource, its
+# live description, the audit row id (to link what it stores, e.g. an endpoint's restore
+# record) and now; it returns the outcome.
+Handler = Callable[[Any, Store, Resource, dict[str, Any], int, datetime], Outcome]
+HANDLERS: dict[tuple[str, str], Handler] = {}

@@ -75,6 +75,43 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# utilization_below metric -> CloudWatch metric name in the job namespaces
+UTILIZATION_METRICS = {
+    "gpu": "GPUUtilization",
+    "gpu_memory": "GPUMemoryUtilization",
+    "cpu": "CPUUtilization",
+    "memory": "MemoryUtilization",
+}
+
+
+class UtilizationBelow(_Frozen):
+    """`utilization_below: {gpu: 5, for: 1h}`: every host's peak stayed under these percents
+    for the whole window (a stalled job). Percentages are as CloudWatch reports them per host
+    (GPU and CPU are summed over the host's GPUs and cores, so 4 GPUs range 0-400)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    window: Duration = Field(alias="for")
+    gpu: float | None = None
+    gpu_memory: float | None = None
+    cpu: float | None = None
+    memory: float | None = None
+
+    @model_validator(mode="after")
+    def _some_metric(self) -> UtilizationBelow:
+        if not self.thresholds:
+            raise ValueError(f"name at least one metric: {', '.join(UTILIZATION_METRICS)}")
+        return self
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {
+            metric: value
+            for metric in UTILIZATION_METRICS
+            if (value := getattr(self, metric)) is not None
+        }
+
+
 class Rule(_Frozen):
     """One rule: selectors (all optional, ANDed) and what to do with what they select.
 
@@ -98,6 +135,7 @@ class Rule(_Frozen):
     cost_per_hour_over: Decimal | None = None
     accrued_cost_over: Decimal | None = None
     schedule: str | None = None  # cron, in the configured timezone
+    utilization_below: UtilizationBelow | None = None  # jobs: GPU/CPU/memory under, for a window
     action: str = NOTIFY
     grace: Duration = timedelta(0)
     channel: str | None = None  # Slack channel for this rule's messages
@@ -126,6 +164,12 @@ class Rule(_Frozen):
             raise ValueError(
                 f"action {self.action!r} is not available for kind {self.kind!r} "
                 f"(available: {', '.join(allowed)})"
+            )
+        if self.utilization_below is not None and not KINDS[self.kind].utilization_namespace:
+            with_metrics = [k.name for k in KINDS.values() if k.utilization_namespace]
+            raise ValueError(
+                f"utilization_below is not available for kind {self.kind!r} "
+                f"(available for: {', '.join(with_metrics)})"
             )
         return self
 

@@ -8,6 +8,9 @@ not branches across the code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from guard.model import Resource
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,12 @@ class ActionSpec:
     done_states: tuple[str, ...]  # states meaning "already done": a repeat is a no-op
     verb_past: str  # for people: "stopped"
     verb_would: str  # for dry-run: "would stop"
+    # what the owner keeps, said in every message about this action
+    keeps: str = ""
+    # a describe that answers "not found" means the action already happened (deletes)
+    gone_is_done: bool = False
+    # further IAM actions the action needs (e.g. reading the config it saves first)
+    extra_permissions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,19 @@ class KindSpec:
     running_states: tuple[str, ...]
     console_path: str  # console URL path, {name} substituted
     actions: dict[str, ActionSpec] = field(default_factory=dict)
+    list_params: dict[str, Any] = field(default_factory=dict)  # e.g. StatusEquals=InProgress
+    # CloudWatch namespace of per-host utilization metrics (Host=<job>/algo-N), if any
+    utilization_namespace: str = ""
+
+
+def request_key(spec: KindSpec, res: Resource) -> dict[str, Any]:
+    """The request parameters naming `res` in Describe/Stop/Delete calls.
+
+    Most kinds are named by one parameter; a Studio app needs its domain, its space or user
+    profile, its type and its name, which its scanner stores as `details["key"]`.
+    """
+    key = res.details.get("key")
+    return dict(key) if key else {spec.name_param: res.name}
 
 
 NOTEBOOK = KindSpec(
@@ -76,11 +98,207 @@ NOTEBOOK = KindSpec(
             done_states=("Stopping", "Stopped"),
             verb_past="stopped",
             verb_would="would stop",
+            keeps="Its storage volume and files are kept; start it again from the console.",
         ),
     },
 )
 
-KINDS: dict[str, KindSpec] = {spec.name: spec for spec in (NOTEBOOK,)}
+
+def _stop_job(kind: str, operation: str, permission: str) -> dict[str, ActionSpec]:
+    return {
+        "stop": ActionSpec(
+            name="stop",
+            operation=operation,
+            permission=permission,
+            valid_states=("InProgress",),
+            done_states=("Stopping", "Stopped", "Completed", "Failed"),
+            verb_past="stopped",
+            verb_would="would stop",
+            keeps=f"The {kind}'s output written so far and its logs are kept.",
+        )
+    }
+
+
+ENDPOINT = KindSpec(
+    name="endpoint",
+    title="endpoint",
+    price_component="Hosting",
+    list_operation="list_endpoints",
+    describe_operation="describe_endpoint",
+    read_permissions=(
+        "sagemaker:ListEndpoints",
+        "sagemaker:DescribeEndpoint",
+        "sagemaker:DescribeEndpointConfig",
+        "tag:GetResources",
+        "cloudwatch:GetMetricData",
+    ),
+    arn_pattern="arn:aws:sagemaker:*:*:endpoint/*",
+    name_param="EndpointName",
+    list_key="Endpoints",
+    arn_field="EndpointArn",
+    name_field="EndpointName",
+    status_field="EndpointStatus",
+    type_field="InstanceType",  # per variant, from the endpoint config
+    tagging_type="sagemaker:endpoint",
+    running_states=("InService",),
+    console_path="sagemaker/home?region={region}#/endpoints/{name}",
+    actions={
+        "delete": ActionSpec(
+            name="delete",
+            operation="delete_endpoint",
+            permission="sagemaker:DeleteEndpoint",
+            valid_states=("InService",),
+            done_states=("Deleting",),
+            verb_past="deleted",
+            verb_would="would delete",
+            keeps=(
+                "Its endpoint config and model are kept; "
+                "`cost-guard restore endpoint NAME` recreates it."
+            ),
+            gone_is_done=True,
+            extra_permissions=("sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"),
+        ),
+        "scale-to-zero": ActionSpec(
+            name="scale-to-zero",
+            operation="update_endpoint_weights_and_capacities",
+            permission="sagemaker:UpdateEndpointWeightsAndCapacities",
+            valid_states=("InService",),
+            done_states=(),
+            verb_past="scaled to zero instances",
+            verb_would="would scale to zero instances",
+            keeps="The endpoint stays; it scales up again when traffic returns.",
+        ),
+    },
+)
+
+TRAINING_JOB = KindSpec(
+    name="training_job",
+    title="training job",
+    price_component="Training",
+    list_operation="list_training_jobs",
+    describe_operation="describe_training_job",
+    read_permissions=(
+        "sagemaker:ListTrainingJobs",
+        "sagemaker:DescribeTrainingJob",
+        "tag:GetResources",
+        "cloudwatch:GetMetricData",
+    ),
+    arn_pattern="arn:aws:sagemaker:*:*:training-job/*",
+    name_param="TrainingJobName",
+    list_key="TrainingJobSummaries",
+    arn_field="TrainingJobArn",
+    name_field="TrainingJobName",
+    status_field="TrainingJobStatus",
+    type_field="InstanceType",  # ResourceConfig.InstanceType, from Describe
+    tagging_type="sagemaker:training-job",
+    running_states=("InProgress",),
+    console_path="sagemaker/home?region={region}#/jobs/{name}",
+    actions=_stop_job("training job", "stop_training_job", "sagemaker:StopTrainingJob"),
+    list_params={"StatusEquals": "InProgress"},
+    utilization_namespace="/aws/sagemaker/TrainingJobs",
+)
+
+PROCESSING_JOB = KindSpec(
+    name="processing_job",
+    title="processing job",
+    price_component="Processing",
+    list_operation="list_processing_jobs",
+    describe_operation="describe_processing_job",
+    read_permissions=(
+        "sagemaker:ListProcessingJobs",
+        "sagemaker:DescribeProcessingJob",
+        "tag:GetResources",
+        "cloudwatch:GetMetricData",
+    ),
+    arn_pattern="arn:aws:sagemaker:*:*:processing-job/*",
+    name_param="ProcessingJobName",
+    list_key="ProcessingJobSummaries",
+    arn_field="ProcessingJobArn",
+    name_field="ProcessingJobName",
+    status_field="ProcessingJobStatus",
+    type_field="InstanceType",  # ProcessingResources.ClusterConfig.InstanceType
+    tagging_type="sagemaker:processing-job",
+    running_states=("InProgress",),
+    console_path="sagemaker/home?region={region}#/processing-jobs/{name}",
+    actions=_stop_job("processing job", "stop_processing_job", "sagemaker:StopProcessingJob"),
+    list_params={"StatusEquals": "InProgress"},
+    utilization_namespace="/aws/sagemaker/ProcessingJobs",
+)
+
+TRANSFORM_JOB = KindSpec(
+    name="transform_job",
+    title="batch transform job",
+    price_component="BatchTransform",
+    list_operation="list_transform_jobs",
+    describe_operation="describe_transform_job",
+    read_permissions=(
+        "sagemaker:ListTransformJobs",
+        "sagemaker:DescribeTransformJob",
+        "tag:GetResources",
+    ),
+    arn_pattern="arn:aws:sagemaker:*:*:transform-job/*",
+    name_param="TransformJobName",
+    list_key="TransformJobSummaries",
+    arn_field="TransformJobArn",
+    name_field="TransformJobName",
+    status_field="TransformJobStatus",
+    type_field="InstanceType",  # TransformResources.InstanceType
+    tagging_type="sagemaker:transform-job",
+    running_states=("InProgress",),
+    console_path="sagemaker/home?region={region}#/transform-jobs/{name}",
+    actions=_stop_job("transform job", "stop_transform_job", "sagemaker:StopTransformJob"),
+    list_params={"StatusEquals": "InProgress"},
+)
+
+STUDIO_APP = KindSpec(
+    name="studio_app",
+    title="Studio app",
+    price_component="Studio-{app_type}",  # Studio-JupyterLab, Studio-CodeEditor, ...
+    list_operation="list_apps",
+    describe_operation="describe_app",
+    read_permissions=(
+        "sagemaker:ListApps",
+        "sagemaker:DescribeApp",
+        "sagemaker:ListDomains",
+        "sagemaker:DescribeDomain",
+        "sagemaker:ListUserProfiles",
+        "sagemaker:DescribeUserProfile",
+        "sagemaker:ListSpaces",
+        "sagemaker:DescribeSpace",
+        "tag:GetResources",
+    ),
+    arn_pattern="arn:aws:sagemaker:*:*:app/*",
+    name_param="AppName",  # with DomainId, AppType and SpaceName/UserProfileName: details["key"]
+    list_key="Apps",
+    arn_field="AppArn",
+    name_field="AppName",
+    status_field="Status",
+    type_field="InstanceType",  # ResourceSpec.InstanceType
+    tagging_type="sagemaker:app",
+    running_states=("InService",),
+    console_path="sagemaker/home?region={region}#/studio/{name}",
+    actions={
+        "delete": ActionSpec(
+            name="delete",
+            operation="delete_app",
+            permission="sagemaker:DeleteApp",
+            valid_states=("InService",),
+            done_states=("Deleting", "Deleted"),
+            verb_past="deleted",
+            verb_would="would delete",
+            keeps=(
+                "The space and its storage volume remain: no files are lost, "
+                "and the app can be started again from Studio."
+            ),
+            gone_is_done=True,
+        ),
+    },
+)
+
+KINDS: dict[str, KindSpec] = {
+    spec.name: spec
+    for spec in (NOTEBOOK, ENDPOINT, TRAINING_JOB, PROCESSING_JOB, TRANSFORM_JOB, STUDIO_APP)
+}
 
 # `notify` is valid for every kind: it only warns, never mutates.
 NOTIFY = "notify"

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -59,6 +59,8 @@ class ActivitySource(enum.StrEnum):
 
     HEARTBEAT_TAG = "heartbeat-tag"  # written by the shipped lifecycle script
     JUPYTER_LOG = "jupyter-log"  # last event of the notebook's jupyter.log stream
+    INVOCATIONS = "invocations-metric"  # last CloudWatch Invocations datapoint (endpoints)
+    NO_INVOCATIONS = "no-invocations"  # no Invocations datapoint in the whole window looked at
     IN_SERVICE_SINCE = "in-service-since"  # no activity seen: idle since it started
     UNKNOWN = "unknown"  # a call failed: nothing may act on this resource this cycle
 
@@ -84,6 +86,13 @@ class Resource:
     activity_source: ActivitySource
     tags: dict[str, str] = field(default_factory=dict)
     evidence_error: str | None = None  # why the evidence is unknown
+    # Kind-specific facts, stored with the snapshot and reused by the next scan as a cache
+    # (endpoint config and variants, a job's MaxRuntimeInSeconds, a Studio app's domain).
+    # `details["key"]`, when present, holds the request parameters naming the resource.
+    details: dict[str, Any] = field(default_factory=dict)
+    # Peak utilization seen over a rule's window, keyed by `utilization_key(metric, window)`
+    # ("gpu/3600"). A key is present only when the metrics cover the whole window.
+    utilization: dict[str, float] = field(default_factory=dict)
 
     @property
     def unknown(self) -> bool:
@@ -114,6 +123,10 @@ class Resource:
         return (self.usd_per_hour * hours).quantize(Decimal("0.01"))
 
 
+def utilization_key(metric: str, window: timedelta) -> str:
+    return f"{metric}/{int(window.total_seconds())}"
+
+
 class Step(enum.StrEnum):
     """What the rules decided for one (resource, rule) pair in this cycle."""
 
@@ -126,11 +139,19 @@ class Step(enum.StrEnum):
 class Decision:
     resource: Resource
     rule_id: str
-    action: str  # notify | stop
+    action: str  # notify | stop | delete | scale-to-zero
     step: Step
     reason: str  # the evidence, for people: "no Jupyter activity for 3 h 10 min"
     deadline: datetime | None = None  # when the action happens, for WARN
     episode_id: int | None = None  # the open episode this decision continues
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one action did."""
+
+    outcome: str  # done | skipped | failed | dry-run
+    detail: str
 
 
 @dataclass(frozen=True)

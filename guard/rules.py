@@ -20,11 +20,20 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from guard.config import Config, Rule
-from guard.model import ActivitySource, Decision, Episode, Resource, Step, parse_time
+from guard.model import (
+    ActivitySource,
+    Decision,
+    Episode,
+    Resource,
+    Step,
+    parse_time,
+    utilization_key,
+)
 
 # How far back a schedule rule looks for its latest fire time, widest last.
 _SCHEDULE_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=400))
 _MAX_FIRES = 2000
+_METRIC_LABEL = {"gpu": "GPU", "gpu_memory": "GPU memory", "cpu": "CPU", "memory": "memory"}
 
 
 def human(delta: timedelta) -> str:
@@ -92,6 +101,10 @@ def _idle_reason(res: Resource, idle: timedelta, tz: ZoneInfo) -> str:
         )
     if res.activity_source is ActivitySource.HEARTBEAT_TAG and res.last_activity:
         return f"no kernel or terminal activity for {human(idle)} (heartbeat)"
+    if res.activity_source is ActivitySource.INVOCATIONS and res.last_activity:
+        return f"no invocations for {human(idle)} (last at {clock_time(res.last_activity, tz)})"
+    if res.activity_source is ActivitySource.NO_INVOCATIONS:
+        return f"no invocations at all in the last {human(idle)}"
     return f"no activity seen in the {human(idle)} since it started"
 
 
@@ -132,6 +145,19 @@ def match(rule: Rule, res: Resource, cfg: Config, now: datetime, fired: datetime
         if accrued is None or accrued <= rule.accrued_cost_over:
             return Match(False, "not over the accrued cost")
         reasons.append(f"${accrued:.2f} spent since it started (over ${rule.accrued_cost_over})")
+    if rule.utilization_below is not None:
+        window = rule.utilization_below.window
+        for metric, limit in rule.utilization_below.thresholds.items():
+            peak = res.utilization.get(utilization_key(metric, window))
+            if peak is None:
+                # No datapoints over the whole window is missing data, not a stalled job.
+                return Match(None, f"{metric} utilization over {human(window)} unknown")
+            if peak >= limit:
+                return Match(False, f"{metric} utilization reached {peak:.0f} %")
+            reasons.append(
+                f"{_METRIC_LABEL[metric]} at most {peak:.1f} % over the last {human(window)} "
+                f"(under {limit:g} %)"
+            )
     if rule.schedule is not None:
         if fired is None or res.running_since is None or res.running_since >= fired:
             return Match(False, "started after the scheduled time")

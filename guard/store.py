@@ -1,8 +1,6 @@
-"""The database: typed tables and the queries the rest of the guard needs.
+"""The queries the rest of the guard needs, over the tables in `guard.tables`.
 
-SQLite (one file, zero setup) or Postgres. The schema changes only through the Alembic
-migrations in `migrations/`; `upgrade()` applies them. This module knows tables and queries,
-not AWS or Slack.
+This module knows tables and queries, not AWS or Slack.
 """
 
 from __future__ import annotations
@@ -12,237 +10,44 @@ import json
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import filelock
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Engine,
-    ForeignKey,
-    Index,
-    MetaData,
-    Numeric,
-    String,
-    Text,
-    TypeDecorator,
-    create_engine,
-    delete,
-    event,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.engine import CursorResult, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from guard.model import ActivitySource, Episode, Resource
+from guard.tables import (
+    ActionRow,
+    Base,
+    CycleRow,
+    EpisodeRow,
+    OutboxRow,
+    ResourceEvent,
+    ResourceRow,
+    RestoreRecordRow,
+    ScanCursorRow,
+    SnoozeRow,
+    UTCDateTime,
+    make_engine,
+    normalize_url,
+    upgrade,
+)
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC, returns timezone-aware UTC datetimes on both SQLite and Postgres."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-Money = Numeric(14, 6)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money, dict[str, Any]: JSON}
-
-
-class ResourceRow(Base):
-    """Every resource ever seen, with its latest snapshot."""
-
-    __tablename__ = "resources"
-
-    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32), index=True)
-    name: Mapped[str] = mapped_column(String(256))
-    account: Mapped[str] = mapped_column(String(32))
-    region: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(32))
-    running: Mapped[bool]
-    instance_type: Mapped[str | None] = mapped_column(String(64))
-    instance_count: Mapped[int]
-    usd_per_hour: Mapped[Decimal | None]
-    price_source: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime | None]
-    running_since: Mapped[datetime | None]
-    last_activity: Mapped[datetime | None]
-    activity_source: Mapped[str] = mapped_column(String(32))
-    evidence_error: Mapped[str | None] = mapped_column(Text)
-    tags: Mapped[dict[str, Any]]
-    first_seen: Mapped[datetime]
-    last_seen: Mapped[datetime]
-    gone_at: Mapped[datetime | None]  # set when a scan of its region no longer lists it
-
-
-class ResourceEvent(Base):
-    """History kept compactly: one row per change of status, type, count or price."""
-
-    __tablename__ = "resource_events"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    arn: Mapped[str] = mapped_column(String(512), index=True)
-    at: Mapped[datetime] = mapped_column(index=True)
-    status: Mapped[str] = mapped_column(String(32))
-    running: Mapped[bool]
-    instance_type: Mapped[str | None] = mapped_column(String(64))
-    instance_count: Mapped[int]
-    usd_per_hour: Mapped[Decimal | None]
-
-
-class EpisodeRow(Base):
-    """One (resource, rule) match from first match until it ends; carries its Slack message."""
-
-    __tablename__ = "episodes"
-    __table_args__ = (Index("ix_episodes_open", "arn", "rule_id", "ended_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    arn: Mapped[str] = mapped_column(String(512))
-    rule_id: Mapped[str] = mapped_column(String(128))
-    started_at: Mapped[datetime]
-    warned_at: Mapped[datetime | None]
-    deadline: Mapped[datetime | None]
-    acted_at: Mapped[datetime | None]
-    ended_at: Mapped[datetime | None]
-    end_reason: Mapped[str | None] = mapped_column(Text)
-    slack_channel: Mapped[str | None] = mapped_column(String(128))
-    slack_ts: Mapped[str | None] = mapped_column(String(64))
-
-
-class ActionRow(Base):
-    """The audit trail: every warning and action, recorded as intended before the AWS call."""
-
-    __tablename__ = "actions"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(index=True)
-    arn: Mapped[str] = mapped_column(String(512), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    name: Mapped[str] = mapped_column(String(256))
-    account: Mapped[str] = mapped_column(String(32))
-    region: Mapped[str] = mapped_column(String(32))
-    rule_id: Mapped[str | None] = mapped_column(String(128))
-    episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id"))
-    action: Mapped[str] = mapped_column(String(32))  # warn | stop | ...
-    mode: Mapped[str] = mapped_column(String(16))  # dry-run | enforce
-    # intended -> done | failed | skipped; dry-run; warned
-    outcome: Mapped[str] = mapped_column(String(16))
-    detail: Mapped[str] = mapped_column(Text, default="")
-    finished_at: Mapped[datetime | None]
-
-
-class SnoozeRow(Base):
-    __tablename__ = "snoozes"
-
-    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
-    until: Mapped[datetime]
-    reason: Mapped[str] = mapped_column(Text, default="")
-    by: Mapped[str] = mapped_column(String(128), default="")
-    created_at: Mapped[datetime]
-
-
-class OutboxRow(Base):
-    """A Slack message waiting to be sent: retried until delivered, never sent twice."""
-
-    __tablename__ = "outbox"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(256), unique=True)  # idempotency key
-    arn: Mapped[str | None] = mapped_column(String(512), index=True)
-    episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id"))
-    operation: Mapped[str] = mapped_column(String(16))  # post | update
-    channel: Mapped[str | None] = mapped_column(String(128))
-    payload: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime]
-    attempts: Mapped[int] = mapped_column(default=0)
-    next_attempt_at: Mapped[datetime]
-    sent_at: Mapped[datetime | None] = mapped_column(index=True)
-    last_error: Mapped[str | None] = mapped_column(Text)
-
-
-class CycleRow(Base):
-    __tablename__ = "cycles"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(index=True)
-    finished_at: Mapped[datetime]
-    mode: Mapped[str] = mapped_column(String(16))
-    report: Mapped[dict[str, Any]]
-
-
-class ScanCursorRow(Base):
-    """Where the last complete activity scan of one account/region/source ended."""
-
-    __tablename__ = "scan_cursors"
-
-    account: Mapped[str] = mapped_column(String(32), primary_key=True)
-    region: Mapped[str] = mapped_column(String(32), primary_key=True)
-    source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    scanned_until: Mapped[datetime]
-
-
-def make_engine(url: str) -> Engine:
-    url = normalize_url(url)
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def normalize_url(url: str) -> str:
-    """`postgresql://` means psycopg 3 here (the driver we install)."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
-def upgrade(url: str) -> None:
-    """Apply the Alembic migrations up to head (idempotent)."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    root = Path(__file__).resolve().parent.parent
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(root / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
-    command.upgrade(cfg, "head")
+__all__ = [
+    "ActionRow",
+    "Base",
+    "OutboxRow",
+    "ResourceEvent",
+    "RestoreRecordRow",
+    "Store",
+    "UTCDateTime",  # referenced by migration 0001
+    "instance_id",
+    "normalize_url",
+    "upgrade",
+]
 
 
 def _resource_row_values(res: Resource) -> dict[str, Any]:
@@ -263,6 +68,8 @@ def _resource_row_values(res: Resource) -> dict[str, Any]:
         "activity_source": res.activity_source.value,
         "evidence_error": res.evidence_error,
         "tags": dict(res.tags),
+        "details": dict(res.details),
+        "utilization": dict(res.utilization),
     }
 
 
@@ -287,6 +94,8 @@ def row_to_resource(row: ResourceRow) -> Resource:
         ),
         tags=dict(row.tags or {}),
         evidence_error=row.evidence_error,
+        details=dict(row.details or {}),
+        utilization={k: float(v) for k, v in (row.utilization or {}).items()},
     )
 
 
@@ -446,6 +255,59 @@ class Store:
                 for arn, at, source in s.execute(query)
                 if at is not None and source in _ACTIVITY_EVIDENCE
             }
+
+    def known_details(self, kind: str, account: str, region: str) -> dict[str, dict[str, Any]]:
+        """Stored `details` per ARN of a kind in one account and region (gone ones included):
+        the cache that spares a Describe of what cannot have changed."""
+        with self.session() as s:
+            query = select(ResourceRow.arn, ResourceRow.details).where(
+                ResourceRow.kind == kind,
+                ResourceRow.account == account,
+                ResourceRow.region == region,
+            )
+            return {arn: dict(details) for arn, details in s.execute(query) if details}
+
+    # --- restore records ---------------------------------------------------------------
+
+    def save_restore_record(
+        self, res: Resource, record: dict[str, Any], action_id: int | None, now: datetime
+    ) -> int:
+        """Store what is needed to recreate `res`; committed before the deleting call."""
+        with self.session() as s:
+            row = RestoreRecordRow(
+                arn=res.arn,
+                kind=res.kind,
+                name=res.name,
+                account=res.account,
+                region=res.region,
+                saved_at=now,
+                action_id=action_id,
+                record=json.loads(json.dumps(record, default=str)),
+                restored_at=None,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def restore_record(self, kind: str, name: str) -> RestoreRecordRow | None:
+        """The latest record saved for a resource of `kind` named `name`."""
+        with self.session() as s:
+            row = s.scalars(
+                select(RestoreRecordRow)
+                .where(RestoreRecordRow.kind == kind, RestoreRecordRow.name == name)
+                .order_by(RestoreRecordRow.id.desc())
+            ).first()
+            if row is not None:
+                s.expunge(row)
+            return row
+
+    def mark_restored(self, record_id: int, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(RestoreRecordRow)
+                .where(RestoreRecordRow.id == record_id)
+                .values(restored_at=now)
+            )
 
     def scan_cursor(self, account: str, region: str, source: str) -> datetime | None:
         with self.session() as s:
@@ -677,7 +539,11 @@ class Store:
 
 
 # Sources that describe real activity (not "in-service-since" or "unknown").
-_ACTIVITY_EVIDENCE = {ActivitySource.HEARTBEAT_TAG.value, ActivitySource.JUPYTER_LOG.value}
+_ACTIVITY_EVIDENCE = {
+    ActivitySource.HEARTBEAT_TAG.value,
+    ActivitySource.JUPYTER_LOG.value,
+    ActivitySource.INVOCATIONS.value,
+}
 _LOCK_KEY = 0x636F7374  # "cost": the advisory lock id shared by every replica
 
 

@@ -6,7 +6,7 @@ import os
 
 from alembic import context
 
-from guard.store import Base, make_engine, normalize_url
+from guard.tables import Base, make_engine, normalize_url
 
 config = context.config
 target_metadata = Base.metadata

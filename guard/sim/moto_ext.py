@@ -1,7 +1,9 @@
 """The one place where moto is extended for what SageMaker does and moto does not.
 
-Everything that tests, `cost-guard demo` and the benchmark need beyond stock moto lives
-here, applied once per process by `install(clock)`:
+Everything that tests, `cost-guard demo` and the benchmark need beyond stock moto lives in
+this package (`guard/sim/`), applied once per process by `install(clock)`: this module holds
+the shared parts, and `endpoints.py`, `jobs.py` and `studio.py` the patches for their kinds.
+Here:
 
 - notebook instance types: moto validates against an old list without g4dn/g5/g6; any
   `ml.*` type is accepted, as SageMaker's own API does for current families;
@@ -65,11 +67,11 @@ def install(clock: Clock) -> None:
     def stop(self: Any) -> None:
         if self.status == "InService":
             self.status = "Stopping"
-            self.last_modified_time = _now()
+            self.last_modified_time = now()
 
     def start(self: Any) -> None:
         self.status = "InService"
-        self.last_modified_time = _now()
+        self.last_modified_time = now()
 
     notebook.validate_instance_type = validate_instance_type  # type: ignore[method-assign]
     notebook.stop = stop  # type: ignore[method-assign]
@@ -105,8 +107,15 @@ def install(clock: Clock) -> None:
 
     tagging_responses.ResourceGroupsTaggingAPIResponse.get_resources = get_resources  # type: ignore[method-assign]
 
+    from guard.sim import endpoints, jobs, studio  # they import this module for `now()`
 
-def _now() -> datetime:
+    endpoints.install()
+    jobs.install()
+    studio.install()
+
+
+def now() -> datetime:
+    """The simulated clock's time, naive UTC as moto keeps it."""
     return naive_utc(_clock.now()) if _clock else datetime.now(UTC).replace(tzinfo=None)
 
 

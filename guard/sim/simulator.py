@@ -7,134 +7,20 @@ at a given time); everything the guard does goes through boto3 over HTTP.
 
 from __future__ import annotations
 
-import logging
-import os
-import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-from moto.backends import get_backend
 from moto.logs.models import LogEvent
 
-from guard.model import Clock
-from guard.sim.moto_ext import SimServer, install, naive_utc
-
-ACCOUNT_ID = "123456789012"  # moto's default account
-NOTEBOOK_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
-FAKE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/sagemaker-notebooks"
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
+from guard.sim.base import FAKE_ROLE, NOTEBOOK_LOG_GROUP, SimBase
+from guard.sim.endpoints import EndpointSeeding
+from guard.sim.jobs import JobSeeding
+from guard.sim.moto_ext import naive_utc
+from guard.sim.studio import StudioSeeding
 
 
-class Simulator:
-    """One simulated account across `regions`, on its own local HTTP server."""
-
-    def __init__(self, clock: Clock, regions: tuple[str, ...] = ("us-east-1",)) -> None:
-        install(clock)
-        self.clock = clock
-        self.regions = regions
-        self.account_id = ACCOUNT_ID
-        self._server = SimServer()
-        self.endpoint_url = ""
-
-    # --- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> Simulator:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def reset(self) -> None:
-        """Forget every resource (moto's reset) and any injected faults."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
-        self._server.faults.heal()
-        self._server.faults.reset_counts()
-
-    def __enter__(self) -> Simulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @contextmanager
-    def environment(self) -> Iterator[None]:
-        """Point the standard boto3 chain at this simulator (for the demo and subprocesses)."""
-        changes = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url}
-        saved = {key: os.environ.get(key) for key in changes}
-        os.environ.update(changes)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-    def env(self) -> dict[str, str]:
-        return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url}
-
-    # --- faults and counts ---------------------------------------------------------------
-
-    def fail(self, *operations: str, region: str = "*") -> None:
-        """Make operations (e.g. "logs:DescribeLogStreams") fail with AccessDenied."""
-        self._server.faults.fail(operations, region)
-
-    def slow(self, *operations: str, seconds: float) -> None:
-        """Make operations answer only after `seconds` (a slow or overloaded API)."""
-        self._server.faults.slow(operations, seconds)
-
-    def heal(self) -> None:
-        self._server.faults.heal()
-
-    @property
-    def request_counts(self) -> dict[str, int]:
-        return dict(self._server.faults.counts)
-
-    def reset_counts(self) -> None:
-        self._server.faults.reset_counts()
-
-    # --- seeding -----------------------------------------------------------------------
-
-    def client(self, service: str, region: str | None = None, account: str | None = None) -> Any:
-        """A boto3 client on the simulator; `account` = a member account (via AssumeRole)."""
-        credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        if account and account != self.account_id:
-            role = f"arn:aws:iam::{account}:role/simulator-seed"
-            assumed = self.client("sts").assume_role(RoleArn=role, RoleSessionName="seed")
-            creds = assumed["Credentials"]
-            credentials = {
-                "aws_access_key_id": creds["AccessKeyId"],
-                "aws_secret_access_key": creds["SecretAccessKey"],
-                "aws_session_token": creds["SessionToken"],
-            }
-        return boto3.client(
-            service,
-            region_name=region or self.regions[0],
-            endpoint_url=self.endpoint_url,
-            config=BotoConfig(retries={"mode": "standard", "max_attempts": 2}),
-            **credentials,
-        )
-
-    def _sagemaker(self, region: str, account: str | None = None) -> Any:
-        return get_backend("sagemaker")[account or self.account_id][region]
-
-    def _logs(self, region: str) -> Any:
-        return get_backend("logs")[self.account_id][region]
+class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, SimBase):
+    """One simulated account (and its member accounts) across `regions`."""
 
     def add_notebook(
         self,

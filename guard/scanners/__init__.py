@@ -1,0 +1,1 @@
+"""One scanner per resource kind; `guard.inventory.SCANNERS` maps kinds to them."""

@@ -1,0 +1,137 @@
+"""Notebook instances: listed 100 per page, tags in bulk, Jupyter activity from CloudWatch Logs.
+
+Activity comes from DescribeLogStreams ordered by last event (50 per page), read only back to
+where the previous scan ended, and from the heartbeat tag the shipped lifecycle script writes;
+the newest signal wins.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from guard.aws import AWS_ERRORS, error_text
+from guard.kinds import KindSpec
+from guard.model import ActivitySource, Resource, parse_time
+from guard.scanning import ScanContext, Target, fetch_tags, pages, utc
+
+NOTEBOOK_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
+JUPYTER_STREAM_SUFFIX = "/jupyter.log"
+
+
+def jupyter_activity(
+    ctx: ScanContext, target: Target, since: datetime | None
+) -> dict[str, datetime]:
+    """Last Jupyter event per notebook name, newest streams first, back to `since`.
+
+    Streams come ordered by last event, so the scan stops at the first stream older than
+    `since`: a notebook not seen has had no event since then. `since=None` reads everything.
+    """
+    client = ctx.aws.client(target.account, target.region, "logs")
+    latest: dict[str, datetime] = {}
+    cutoff_ms = int(since.timestamp() * 1000) if since else None
+    params: dict[str, Any] = {
+        "logGroupName": NOTEBOOK_LOG_GROUP,
+        "orderBy": "LastEventTime",
+        "descending": True,
+        "limit": 50,
+    }
+    try:
+        while True:
+            page = client.describe_log_streams(**params)
+            for stream in page.get("logStreams", []):
+                last = stream.get("lastEventTimestamp")
+                if last is None or (cutoff_ms is not None and last < cutoff_ms):
+                    return latest
+                name = stream["logStreamName"]
+                if name.endswith(JUPYTER_STREAM_SUFFIX):
+                    notebook = name.removesuffix(JUPYTER_STREAM_SUFFIX)
+                    when = datetime.fromtimestamp(last / 1000, UTC)
+                    latest[notebook] = max(when, latest.get(notebook, when))
+            token = page.get("nextToken")
+            if not token or not page.get("logStreams"):
+                return latest
+            params["nextToken"] = token
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return latest  # no notebook has ever logged here
+        raise
+
+
+def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
+    cfg, now = ctx.cfg, ctx.now
+    client = ctx.aws.client(target.account, target.region, "sagemaker")
+    listed = list(pages(client, spec.list_operation, spec.list_key, MaxResults=100))
+    target.scanned.add((target.account_id, target.region, spec.name))
+    if not listed:
+        return
+
+    evidence_error: str | None = None
+    tags: dict[str, dict[str, str]] = {}
+    try:
+        tags = fetch_tags(ctx, target, spec)
+    except AWS_ERRORS as exc:
+        # Without tags we cannot know exemptions or snoozes: nothing here may be acted on.
+        evidence_error = f"tags unavailable: {error_text(exc)}"
+
+    source = "notebook-jupyter-log"
+    cursor = ctx.store.scan_cursor(target.account_id, target.region, source)
+    jupyter: dict[str, datetime] = {}
+    if any(nb[spec.status_field] in spec.running_states for nb in listed):
+        since = cursor - cfg.activity_log_overlap if cursor else None
+        try:
+            jupyter = jupyter_activity(ctx, target, since)
+            if evidence_error is None:
+                # Advance only when this cycle's findings will be stored: an unknown
+                # resource's activity is not saved, so the next scan must read it again.
+                target.cursors.append((target.account_id, target.region, source, now))
+        except AWS_ERRORS as exc:
+            evidence_error = evidence_error or f"Jupyter logs unavailable: {error_text(exc)}"
+            target.errors.append(
+                f"{target.account_id} {target.region}: DescribeLogStreams failed, "
+                f"notebooks there are unknown this cycle: {error_text(exc)}"
+            )
+    known = ctx.store.last_activity(spec.name, target.account_id, target.region)
+
+    for nb in listed:
+        arn, name, status = nb[spec.arn_field], nb[spec.name_field], nb[spec.status_field]
+        running = status in spec.running_states
+        nb_tags = tags.get(arn, {})
+        signals: list[tuple[datetime, ActivitySource]] = []
+        if arn in known:
+            signals.append(known[arn])
+        if name in jupyter:
+            signals.append((jupyter[name], ActivitySource.JUPYTER_LOG))
+        beat = parse_time(nb_tags.get(cfg.tags.heartbeat))
+        if beat:
+            signals.append((beat, ActivitySource.HEARTBEAT_TAG))
+        last_activity, activity_source = (
+            max(signals, key=lambda s: s[0]) if signals else (None, ActivitySource.IN_SERVICE_SINCE)
+        )
+        if evidence_error:
+            activity_source = ActivitySource.UNKNOWN
+        price = ctx.prices.price(nb.get(spec.type_field), target.region, spec.price_component)
+        target.resources.append(
+            Resource(
+                arn=arn,
+                kind=spec.name,
+                name=name,
+                account=target.account_id,
+                region=target.region,
+                status=status,
+                running=running,
+                instance_type=nb.get(spec.type_field),
+                instance_count=1,
+                usd_per_hour=price.usd_per_hour if running else Decimal(0),
+                price_source=price.source if running else "not-running",
+                created_at=utc(nb.get("CreationTime")),
+                running_since=utc(nb.get("LastModifiedTime")) if running else None,
+                last_activity=last_activity,
+                activity_source=activity_source,
+                tags=nb_tags,
+                evidence_error=evidence_error,
+            )
+        )

@@ -1,0 +1,124 @@
+"""What every scanner shares: the scan target, the context, paging, tags and metrics.
+
+Calls grow with pages, not resources: list calls page by 100, tags come from the Resource
+Groups Tagging API (100 per page), metrics from GetMetricData (500 queries per call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from guard.aws import Aws
+from guard.config import Account, Config
+from guard.kinds import KindSpec
+from guard.model import Resource
+from guard.pricing import PriceBook
+from guard.store import Store
+
+METRIC_QUERIES_PER_CALL = 500  # GetMetricData's limit
+METRIC_POINTS_PER_CALL = 100_800  # GetMetricData's limit on datapoints returned per call
+
+
+@dataclass
+class Target:
+    """One account in one region, and what its scan found."""
+
+    account: Account | None
+    account_id: str
+    region: str
+    resources: list[Resource] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    scanned: set[tuple[str, str, str]] = field(default_factory=set)
+    cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScanContext:
+    cfg: Config
+    aws: Aws
+    store: Store
+    prices: PriceBook
+    now: datetime
+
+
+def pages(client: Any, operation: str, key: str, **params: Any) -> Iterable[dict[str, Any]]:
+    for page in client.get_paginator(operation).paginate(**params):
+        yield from page.get(key, [])
+
+
+def fetch_tags(ctx: ScanContext, target: Target, spec: KindSpec) -> dict[str, dict[str, str]]:
+    """Tags of every resource of a kind, 100 per call (ListTags would be one per resource)."""
+    client = ctx.aws.client(target.account, target.region, "resourcegroupstaggingapi")
+    tags: dict[str, dict[str, str]] = {}
+    for item in pages(
+        client,
+        "get_resources",
+        "ResourceTagMappingList",
+        ResourceTypeFilters=[spec.tagging_type],
+        ResourcesPerPage=100,
+    ):
+        tags[item["ResourceARN"]] = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+    return tags
+
+
+def rule_windows(cfg: Config, kind: str, selector: str) -> list[timedelta]:
+    """The windows the rules of `kind` look back over with `selector` (e.g. idle_for)."""
+    return sorted(
+        {window for rule in cfg.rules if rule.kind == kind and (window := getattr(rule, selector))}
+    )
+
+
+def metric_period(window: timedelta, queries_per_call: int = METRIC_QUERIES_PER_CALL) -> int:
+    """A period (seconds, a multiple of 60) that keeps a full batch under the datapoint cap."""
+    points_per_query = METRIC_POINTS_PER_CALL // queries_per_call
+    seconds = int(window.total_seconds()) // points_per_query + 1
+    return max(60, -(-seconds // 60) * 60)
+
+
+def metric_data(
+    client: Any,
+    queries: Sequence[dict[str, Any]],
+    start: datetime,
+    end: datetime,
+) -> dict[str, list[tuple[datetime, float]]]:
+    """GetMetricData for many queries, 500 per call, following NextToken.
+
+    Returns (timestamp, value) points per query Id, oldest first. A query with no data has
+    an empty list: the caller decides what "no datapoints" means (it is not always idleness).
+    """
+    points: dict[str, list[tuple[datetime, float]]] = {q["Id"]: [] for q in queries}
+    for first in range(0, len(queries), METRIC_QUERIES_PER_CALL):
+        params: dict[str, Any] = {
+            "MetricDataQueries": list(queries[first : first + METRIC_QUERIES_PER_CALL]),
+            "StartTime": start,
+            "EndTime": end,
+            "ScanBy": "TimestampAscending",
+        }
+        while True:
+            page = client.get_metric_data(**params)
+            for result in page.get("MetricDataResults", []):
+                series = points.setdefault(result["Id"], [])
+                series.extend(
+                    (_utc_required(when), float(value))
+                    for when, value in zip(
+                        result.get("Timestamps", []), result.get("Values", []), strict=False
+                    )
+                )
+            token = page.get("NextToken")
+            if not token:
+                break
+            params["NextToken"] = token
+    for series in points.values():
+        series.sort()
+    return points
+
+
+def utc(when: datetime | None) -> datetime | None:
+    return when.astimezone(UTC) if when else None
+
+
+def _utc_required(when: datetime) -> datetime:
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)

@@ -1,0 +1,13 @@
+"""PLACEHOLDER: Studio in the simulator."""
+
+from __future__ import annotations
+
+from guard.sim.base import SimBase
+
+
+def install() -> None:
+    """Patch moto for what it lacks here (idempotent: called once per process)."""
+
+
+class StudioSeeding(SimBase):
+    pass

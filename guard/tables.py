@@ -1,0 +1,250 @@
+"""The database schema: typed tables, the engine, and the Alembic upgrade.
+
+SQLite (one file, zero setup) or Postgres. The schema changes only through the Alembic
+migrations in `migrations/`; `upgrade()` applies them. Queries live in `guard.store`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns timezone-aware UTC datetimes on both SQLite and Postgres."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Money = Numeric(14, 6)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money, dict[str, Any]: JSON}
+
+
+class ResourceRow(Base):
+    """Every resource ever seen, with its latest snapshot."""
+
+    __tablename__ = "resources"
+
+    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    account: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    running: Mapped[bool]
+    instance_type: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int]
+    usd_per_hour: Mapped[Decimal | None]
+    price_source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime | None]
+    running_since: Mapped[datetime | None]
+    last_activity: Mapped[datetime | None]
+    activity_source: Mapped[str] = mapped_column(String(32))
+    evidence_error: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, Any]]
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    utilization: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    gone_at: Mapped[datetime | None]  # set when a scan of its region no longer lists it
+
+
+class ResourceEvent(Base):
+    """History kept compactly: one row per change of status, type, count or price."""
+
+    __tablename__ = "resource_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arn: Mapped[str] = mapped_column(String(512), index=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    running: Mapped[bool]
+    instance_type: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int]
+    usd_per_hour: Mapped[Decimal | None]
+
+
+class EpisodeRow(Base):
+    """One (resource, rule) match from first match until it ends; carries its Slack message."""
+
+    __tablename__ = "episodes"
+    __table_args__ = (Index("ix_episodes_open", "arn", "rule_id", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arn: Mapped[str] = mapped_column(String(512))
+    rule_id: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+    warned_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    acted_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    slack_channel: Mapped[str | None] = mapped_column(String(128))
+    slack_ts: Mapped[str | None] = mapped_column(String(64))
+
+
+class ActionRow(Base):
+    """The audit trail: every warning and action, recorded as intended before the AWS call."""
+
+    __tablename__ = "actions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    arn: Mapped[str] = mapped_column(String(512), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))
+    account: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(32))
+    rule_id: Mapped[str | None] = mapped_column(String(128))
+    episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id"))
+    action: Mapped[str] = mapped_column(String(32))  # warn | stop | ...
+    mode: Mapped[str] = mapped_column(String(16))  # dry-run | enforce
+    # intended -> done | failed | skipped; dry-run; warned
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    finished_at: Mapped[datetime | None]
+
+
+class SnoozeRow(Base):
+    __tablename__ = "snoozes"
+
+    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime]
+
+
+class OutboxRow(Base):
+    """A Slack message waiting to be sent: retried until delivered, never sent twice."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), unique=True)  # idempotency key
+    arn: Mapped[str | None] = mapped_column(String(512), index=True)
+    episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id"))
+    operation: Mapped[str] = mapped_column(String(16))  # post | update
+    channel: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class CycleRow(Base):
+    __tablename__ = "cycles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime]
+    mode: Mapped[str] = mapped_column(String(16))
+    report: Mapped[dict[str, Any]]
+
+
+class ScanCursorRow(Base):
+    """Where the last complete activity scan of one account/region/source ended."""
+
+    __tablename__ = "scan_cursors"
+
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scanned_until: Mapped[datetime]
+
+
+class RestoreRecordRow(Base):
+    """What is needed to bring back a resource the guard deleted, saved before deleting it."""
+
+    __tablename__ = "restore_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arn: Mapped[str] = mapped_column(String(512), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256), index=True)
+    account: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(32))
+    saved_at: Mapped[datetime]
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id"))
+    record: Mapped[dict[str, Any]]  # e.g. endpoint name, config name, variants, tags
+    restored_at: Mapped[datetime | None]
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here (the driver we install)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def upgrade(url: str) -> None:
+    """Apply the Alembic migrations up to head (idempotent)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    command.upgrade(cfg, "head")
