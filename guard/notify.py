@@ -189,8 +189,9 @@ class Notifier:
                     f"Dry-run: would {verb} {when}{left}, nothing will be changed",
                     f"Dry-run: would {verb} {when}, nothing will be changed.",
                 )
+            keeps = _keeps(n)
             return (
-                f"Will {verb} {when}{left} unless it becomes active or is snoozed",
+                f"Will {verb} {when}{left} unless it becomes active or is snoozed. {keeps}".strip(),
                 f"Will {verb} {when} unless used or snoozed.",
             )
         at = self._time(now, "%H:%M %Z")
@@ -200,6 +201,8 @@ class Notifier:
             "failed": f"Tried to {verb} at {at}, failed: {n.detail or 'unknown error'}",
             "resolved": f"Resolved: {n.detail or 'no longer matches'}",
         }.get(n.state, f"{n.state}: {n.detail}")
+        if n.state == "acted" and _keeps(n):
+            return f"{long}. {_keeps(n)}", long + "."
         return long, long + "."
 
     def _time(self, when: datetime, fmt: str) -> str:
@@ -348,8 +351,9 @@ class Notifier:
 
 def _buttons(n: Notice, url: str) -> ActionsBlock:
     arn = n.resource.arn
+    verb = _verb(n).split(" ")[0].capitalize()  # "Stop", "Delete", "Scale"
     confirm = ConfirmObject(
-        title="Stop now?", text=f"Stop {n.resource.name} now?", confirm="Stop", deny="Cancel"
+        title=f"{verb} now?", text=f"{verb} {n.resource.name} now?", confirm=verb, deny="Cancel"
     )
     return ActionsBlock(
         block_id=f"episode-{n.episode_id}",  # lets the interactivity handler find the episode
@@ -357,7 +361,7 @@ def _buttons(n: Notice, url: str) -> ActionsBlock:
             ButtonElement(text="Snooze 4h", action_id="snooze_4h", value=arn),
             ButtonElement(text="Keep 24h", action_id="keep_24h", value=arn),
             ButtonElement(
-                text="Stop now", action_id="stop_now", value=arn, style="danger", confirm=confirm
+                text=f"{verb} now", action_id="stop_now", value=arn, style="danger", confirm=confirm
             ),
             ButtonElement(text="Open console", action_id="open_console", url=url),
         ],
@@ -369,6 +373,12 @@ def _verb(n: Notice, past: bool = False) -> str:
     if spec is None:
         return "notified" if past else "notify"
     return spec.verb_past if past else spec.verb_would.removeprefix("would ")
+
+
+def _keeps(n: Notice) -> str:
+    """What the owner keeps after the action (their files, the endpoint config...)."""
+    spec = KINDS[n.resource.kind].actions.get(n.action)
+    return spec.keeps if spec else ""
 
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:

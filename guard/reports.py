@@ -65,6 +65,8 @@ def inventory_items(
                 "last_activity": _iso(res.last_activity),
                 "activity_source": res.activity_source.value,
                 "evidence_error": res.evidence_error,
+                "utilization": res.utilization,  # peak % per "metric/window-seconds"
+                "details": res.details,  # kind-specific facts (endpoint variants, job limits)
                 "accrued_usd": money(res.accrued_usd(now), 2),
                 "owner": res.tags.get(cfg.tags.owner),
                 "exempt": is_exempt(res, cfg),
