@@ -15,6 +15,7 @@ from rich.console import Console
 from guard import __version__
 from guard.config import Config, ConfigError, config_path, load_config, parse_duration
 from guard.kinds import KINDS
+from guard.lifecycle import LIFECYCLE_SCRIPTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -240,12 +241,10 @@ def iam_policy(cfg: Config, read_only: bool) -> None:
 
 
 @main.command("lifecycle-config")
-@click.argument("target", type=click.Choice(["notebook"]))
+@click.argument("target", type=click.Choice(sorted(LIFECYCLE_SCRIPTS)))
 def lifecycle_config(target: str) -> None:
-    """Print the on-start lifecycle script that installs the activity heartbeat."""
-    from guard.lifecycle import notebook_on_start
-
-    click.echo(notebook_on_start(), nl=False)
+    """Print the lifecycle script that installs the activity heartbeat on TARGET."""
+    click.echo(LIFECYCLE_SCRIPTS[target](), nl=False)
 
 
 @main.command("check-config")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -79,6 +79,7 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     store.prune(now, cfg.history_retention)
 
     report = _report(guard, result.resources, started, clock.now(), applied, result.errors)
+    report["findings"] = [asdict(finding) for finding in result.findings]
     report["duration_seconds"] = round(time.perf_counter() - wall_start, 3)
     report["api_calls"] = guard.aws.counter.snapshot()
     report["api_calls_total"] = sum(report["api_calls"].values())
@@ -181,7 +182,7 @@ def _report(
             if res.usd_per_hour is None:
                 entry["unpriced"] += 1
             else:
-                entry["usd_per_hour"] += res.usd_per_hour * res.instance_count
+                entry["usd_per_hour"] += res.usd_per_hour
     total = sum((k["usd_per_hour"] for k in by_kind.values()), Decimal(0))
     return {
         "started_at": started.isoformat(),

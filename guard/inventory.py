@@ -47,6 +47,7 @@ def scan(ctx: ScanContext) -> ScanResult:
             result.errors.extend(target.errors)
             result.scanned |= target.scanned
             result.cursors.extend(target.cursors)
+            result.findings.extend(target.findings)
     return result
 
 

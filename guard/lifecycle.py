@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 
 _MARKER = "COST_GUARD_HEARTBEAT_PY"
@@ -29,3 +30,7 @@ LINE="*/5 * * * * $PY $DIR/heartbeat.py >> $DIR/heartbeat.log 2>&1 # cost-guard-
 def notebook_on_start() -> str:
     source = resources.files("guard").joinpath("heartbeat.py").read_text(encoding="utf-8")
     return NOTEBOOK_ON_START.format(marker=_MARKER, source=source)
+
+
+# `cost-guard lifecycle-config TARGET`: target -> the script's text
+LIFECYCLE_SCRIPTS: dict[str, Callable[[], str]] = {"notebook": notebook_on_start}

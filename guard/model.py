@@ -78,7 +78,8 @@ class Resource:
     running: bool
     instance_type: str | None
     instance_count: int
-    usd_per_hour: Decimal | None  # None = price unknown (never shown as $0)
+    # what the whole resource costs per hour (all its instances); None = unknown, never $0
+    usd_per_hour: Decimal | None
     price_source: str  # "bundled", "none" (not running), "unknown"
     created_at: datetime | None
     running_since: datetime | None
@@ -167,6 +168,18 @@ class Episode:
     acted_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Finding:
+    """Something worth fixing that is not one resource's cost: e.g. a Studio domain with no
+    built-in idle shutdown. Shown in the inventory, the cycle report and the digest."""
+
+    account: str
+    region: str
+    subject: str  # "domain d-abc123", "user profile alice in d-abc123"
+    problem: str  # what is wrong, for people
+    fix: str = ""  # what to do about it
+
+
 @dataclass
 class ScanResult:
     """What a scan of all regions and accounts produced, with its cost in API calls."""
@@ -177,3 +190,4 @@ class ScanResult:
     scanned: set[tuple[str, str, str]] = field(default_factory=set)
     # activity-scan cursors to persist once the snapshot is saved: (account, region, source, at)
     cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)

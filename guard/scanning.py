@@ -14,7 +14,7 @@ from typing import Any
 from guard.aws import Aws
 from guard.config import Account, Config
 from guard.kinds import KindSpec
-from guard.model import Resource
+from guard.model import Finding, Resource
 from guard.pricing import PriceBook
 from guard.store import Store
 
@@ -33,6 +33,7 @@ class Target:
     errors: list[str] = field(default_factory=list)
     scanned: set[tuple[str, str, str]] = field(default_factory=set)
     cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
