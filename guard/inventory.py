@@ -61,12 +61,22 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
         )
     target = Target(account, account_id, region)
     for kind in ctx.cfg.kinds:
+        before = (len(target.resources), len(target.findings), len(target.cursors))
         try:
             SCANNERS[kind](ctx, target, KINDS[kind])
-        except AWS_ERRORS as exc:
-            # The listing failed: nothing of this kind here is judged this cycle.
-            target.errors.append(f"{label} {region} {kind}: listing failed: {error_text(exc)}")
-            log.warning("scan of %s in %s %s failed: %s", kind, label, region, error_text(exc))
+        except Exception as exc:
+            # Nothing of this kind here is judged this cycle: drop what the scan had found so
+            # far and keep the kind out of `scanned`, so nothing is marked gone either.
+            del target.resources[before[0] :], target.findings[before[1] :]
+            del target.cursors[before[2] :]
+            target.scanned.discard((account_id, region, kind))
+            if isinstance(exc, AWS_ERRORS):
+                why = error_text(exc)
+                log.warning("scan of %s in %s %s failed: %s", kind, label, region, why)
+            else:  # a bug, not an outage: keep the traceback for whoever debugs it
+                why = f"internal error {type(exc).__name__}: {exc}"
+                log.exception("scan of %s in %s %s crashed", kind, label, region)
+            target.errors.append(f"{label} {region} {kind}: scan failed: {why}")
     return target
 
 

@@ -309,7 +309,7 @@ def test_one_failing_region_leaves_the_other_working(
     )  # fmt: skip
     report = run_cycle(guard)
     assert outcomes(report) == [("us-idle", "done")]
-    assert any("eu-west-1" in e and "listing failed" in e for e in report["errors"])
+    assert any("eu-west-1" in e and "scan failed" in e for e in report["errors"])
     assert sim.notebook_status("eu-idle", region="eu-west-1") == "InService"
     sim.heal()
     clock.advance(timedelta(minutes=5))
@@ -391,3 +391,34 @@ def test_member_accounts_are_scanned_through_their_roles(
     assert sorted(outcomes(report)) == [("member-idle", "done"), ("own-idle", "done")]
     assert {r.account for r in guard.store.resources()} == {"123456789012", "111111111111"}
     assert sim.notebook_status("member-idle", account="111111111111") == "Stopping"
+
+
+def test_a_failing_assumed_role_leaves_the_other_accounts_working(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    since = clock.now() - timedelta(hours=5)
+    sim.add_notebook("own-idle", in_service_since=since)
+    sim.add_notebook("member-idle", in_service_since=since, account="111111111111")
+    accounts = [
+        {"id": "123456789012", "name": "platform"},
+        {"id": "111111111111", "name": "research", "role_arn": "arn:aws:iam::111111111111:role/g"},
+    ]
+    guard = make_guard(sim, clock, db_url, IDLE_STOP, mode="enforce", accounts=accounts)
+    run_cycle(guard)  # both seen and warned while everything works
+    assert {r.name for r in guard.store.resources()} == {"own-idle", "member-idle"}
+
+    # The member role breaks (its trust policy was edited, say); a restarted guard has no
+    # cached session for it.
+    sim.fail("sts:AssumeRole")
+    guard = make_guard(sim, clock, db_url, IDLE_STOP, mode="enforce", accounts=accounts)
+    clock.advance(timedelta(minutes=35))
+    report = run_cycle(guard)
+    assert outcomes(report) == [("own-idle", "done")]
+    assert [e for e in report["errors"] if "research" in e and "AssumeRole" in e], report["errors"]
+    # Nothing in the unreachable account is acted on or marked gone.
+    assert sim.notebook_status("member-idle", account="111111111111") == "InService"
+    assert {r.name for r in guard.store.resources()} == {"own-idle", "member-idle"}
+
+    sim.heal()
+    clock.advance(timedelta(minutes=5))
+    assert outcomes(run_cycle(guard)) == [("member-idle", "done")]

@@ -164,15 +164,22 @@ class FaultInjector:
             if delay:
                 time.sleep(delay)  # a slow AWS API, e.g. to catch a cycle mid-flight
             if failing is not None and failing in ("*", region):
-                body = json.dumps(
-                    {
-                        "__type": "AccessDeniedException",
-                        "message": f"simulated failure of {operation}",
-                    }
-                )
-                response = Response(body, status=400, content_type="application/x-amz-json-1.1")
-                return response(environ, start_response)
+                return _access_denied(request, operation)(environ, start_response)
         return self.app(environ, start_response)
+
+
+def _access_denied(request: Request, operation: str) -> Response:
+    """An AccessDenied error in the protocol the caller speaks (JSON, or XML for query APIs
+    such as STS), so botocore parses it as the ClientError real AWS would give."""
+    message = f"simulated failure of {operation}"
+    if request.headers.get("X-Amz-Target") or request.path.startswith("/service/"):
+        body = json.dumps({"__type": "AccessDeniedException", "message": message})
+        return Response(body, status=400, content_type="application/x-amz-json-1.1")
+    xml = (
+        "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+        f"<Message>{message}</Message></Error><RequestId>sim</RequestId></ErrorResponse>"
+    )
+    return Response(xml, status=403, content_type="text/xml")
 
 
 def _operation(request: Request) -> str | None:
