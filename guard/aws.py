@@ -11,6 +11,8 @@ from collections import Counter
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -98,17 +100,27 @@ class Aws:
         name = account.id if account else ""
         session = self._sessions.get(name)
         if session is None:
-            session = boto3.Session()
+            session = boto3.Session(botocore_session=_botocore_session())
             if account is not None and account.role_arn:
                 session = _assumed_session(session, account.role_arn)
             self._sessions[name] = session
         return session
 
 
+# One loader for every session: each session would otherwise parse and keep its own copy of
+# the service models (SageMaker's alone is ~20 MB in memory), once per member account.
+_LOADER = botocore.loaders.create_loader()
+
+
+def _botocore_session() -> botocore.session.Session:
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _LOADER)
+    return session
+
+
 def _assumed_session(base: boto3.Session, role_arn: str) -> boto3.Session:
     """A session whose credentials refresh themselves by re-assuming the role before expiry."""
     from botocore.credentials import RefreshableCredentials
-    from botocore.session import get_session
 
     sts = base.client("sts", config=BOTO_CONFIG)
 
@@ -121,7 +133,7 @@ def _assumed_session(base: boto3.Session, role_arn: str) -> boto3.Session:
             "expiry_time": creds["Expiration"].isoformat(),
         }
 
-    botocore_session = get_session()
+    botocore_session = _botocore_session()
     botocore_session._credentials = RefreshableCredentials.create_from_metadata(
         metadata=refresh(), refresh_using=refresh, method="sts-assume-role"
     )

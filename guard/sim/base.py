@@ -132,8 +132,8 @@ class SimBase:
     def _sagemaker(self, region: str, account: str | None = None) -> Any:
         return get_backend("sagemaker")[account or self.account_id][region]
 
-    def _logs(self, region: str) -> Any:
-        return get_backend("logs")[self.account_id][region]
+    def _logs(self, region: str, account: str | None = None) -> Any:
+        return get_backend("logs")[account or self.account_id][region]
 
     def put_metric(
         self,

@@ -47,8 +47,7 @@ class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, SimBase):
         notebook.creation_time = naive_utc(created_at or since)
         notebook.last_modified_time = naive_utc(since)
         notebook.status = status
-        if account in (None, self.account_id):  # member accounts: no log streams (not needed)
-            self.lifecycle_log(name, since, region=region)
+        self.lifecycle_log(name, since, region=region, account=account)
         return str(response["NotebookInstanceArn"])
 
     def add_fleet(
@@ -60,11 +59,12 @@ class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, SimBase):
         instance_types: tuple[str, ...] = ("ml.t3.medium", "ml.m5.xlarge", "ml.g5.xlarge"),
         running_for: timedelta = timedelta(hours=6),
         active_share: float = 0.3,
+        account: str | None = None,
     ) -> list[str]:
         """Seed a fleet in-process (no HTTP): `count` notebooks with three tags each and the
         two log streams every notebook has; `active_share` of them used Jupyter 10 min ago."""
         region = region or self.regions[0]
-        backend = self._sagemaker(region)
+        backend = self._sagemaker(region, account)
         now = self.clock.now()
         names = []
         active_every = max(1, round(1 / active_share)) if active_share > 0 else 0
@@ -78,11 +78,11 @@ class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, SimBase):
                 tags=[{"Key": k, "Value": v} for k, v in tags.items()],
             )
             notebook.creation_time = notebook.last_modified_time = naive_utc(now - running_for)
-            self.lifecycle_log(name, now - running_for, region=region)
+            self.lifecycle_log(name, now - running_for, region=region, account=account)
             last_use = now - (
                 timedelta(minutes=10) if active_every and i % active_every == 0 else running_for
             )
-            self.jupyter_activity(name, last_use, region=region)
+            self.jupyter_activity(name, last_use, region=region, account=account)
             names.append(name)
         return names
 
@@ -102,18 +102,29 @@ class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, SimBase):
     def start_notebook(self, name: str, *, region: str | None = None) -> None:
         self.client("sagemaker", region).start_notebook_instance(NotebookInstanceName=name)
 
-    def jupyter_activity(self, name: str, at: datetime, *, region: str | None = None) -> None:
+    def jupyter_activity(
+        self, name: str, at: datetime, *, region: str | None = None, account: str | None = None
+    ) -> None:
         """Someone used Jupyter on `name` at `at`: the jupyter.log stream's last event."""
-        self._log_event(name, "jupyter.log", at, "[I] Kernel started", region)
+        self._log_event(name, "jupyter.log", at, "[I] Kernel started", region, account)
 
-    def lifecycle_log(self, name: str, at: datetime, *, region: str | None = None) -> None:
+    def lifecycle_log(
+        self, name: str, at: datetime, *, region: str | None = None, account: str | None = None
+    ) -> None:
         """The on-start lifecycle script's stream: not user activity, but there to ignore."""
-        self._log_event(name, "LifecycleConfigOnStart", at, "lifecycle: on-start done", region)
+        message = "lifecycle: on-start done"
+        self._log_event(name, "LifecycleConfigOnStart", at, message, region, account)
 
     def _log_event(
-        self, name: str, stream: str, at: datetime, message: str, region: str | None
+        self,
+        name: str,
+        stream: str,
+        at: datetime,
+        message: str,
+        region: str | None,
+        account: str | None = None,
     ) -> None:
-        logs = self._logs(region or self.regions[0])
+        logs = self._logs(region or self.regions[0], account)
         if NOTEBOOK_LOG_GROUP not in logs.groups:
             logs.create_log_group(NOTEBOOK_LOG_GROUP, {})
         group = logs.groups[NOTEBOOK_LOG_GROUP]
