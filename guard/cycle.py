@@ -75,6 +75,7 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     now = clock.now()
     decisions = evaluate(result.resources, store.open_episodes(), store.snoozes(now), cfg, now)
     applied = _apply(guard, decisions)
+    guard.notifier.notify_scan_health(result.errors, result.findings)
     delivery = guard.notifier.deliver()
     store.prune(now, cfg.history_retention)
 

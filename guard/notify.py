@@ -9,10 +9,11 @@ step, no buttons), or neither (plain text to the terminal/log).
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,7 +35,7 @@ from slack_sdk.webhook import WebhookClient
 
 from guard.config import Config
 from guard.kinds import KINDS
-from guard.model import Clock, Resource
+from guard.model import Clock, Finding, Resource
 from guard.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,60 @@ class Notifier:
             # Without any channel configured the owner gets a direct message.
             channel=(rule.channel if rule else None) or self.cfg.slack.channel or owner_id,
             payload=self.render(notice, owner, now),
+            now=now,
+        )
+
+    def notify_scan_health(self, errors: Sequence[str], findings: Sequence[Finding]) -> None:
+        """Tell the channel, once a day, what the guard could not see (a broken role, a failing
+        region) and what it found worth fixing (no Studio idle shutdown). The full daily digest
+        is separate; these are the blind spots the on-call person must hear about."""
+        now = self.clock.now()
+        day = now.astimezone(self.cfg.tz).date().isoformat()
+        if errors:
+            # Key on *where* it fails (the text before the first colon), not the message.
+            where = sorted({e.split(":", 1)[0] for e in errors})
+            lines = [f"• {e}" for e in errors]
+            tail = (
+                "Nothing there is judged or acted on until this clears; "
+                "everything else is handled as usual."
+            )
+            self._enqueue_plain(
+                f"scan-errors:{day}:{_digest(where)}",
+                f":warning: cost-guard cannot see {len(where)} part(s) of your SageMaker estate",
+                [*lines, tail],
+                now,
+            )
+        if findings:
+            lines = [
+                f"• {f.account} {f.region} {f.subject}: {f.problem}"
+                + (f" Fix: {f.fix}" if f.fix else "")
+                for f in findings
+            ]
+            subjects = sorted(f"{f.account}/{f.region}/{f.subject}" for f in findings)
+            self._enqueue_plain(
+                f"findings:{day}:{_digest(subjects)}",
+                f":mag: {len(findings)} setting(s) that let SageMaker bill idle time",
+                lines,
+                now,
+            )
+
+    def _enqueue_plain(self, key: str, title: str, lines: list[str], now: datetime) -> None:
+        body = "\n".join(lines)
+        blocks: list[Block] = [
+            HeaderBlock(text=title.split(" ", 1)[1][:150]),
+            SectionBlock(text=MarkdownTextObject(text=_esc(body)[:2900])),
+        ]
+        self.store.enqueue(
+            key=key,
+            arn=None,
+            episode_id=None,
+            operation="post",
+            channel=self.cfg.slack.channel,
+            payload={
+                "text": f"{title}. {lines[0]}"[:300],
+                "blocks": [b.to_dict() for b in blocks],
+                "plain": f"{title}\n{body}",
+            },
             now=now,
         )
 
@@ -379,6 +434,10 @@ def _keeps(n: Notice) -> str:
     """What the owner keeps after the action (their files, the endpoint config...)."""
     spec = KINDS[n.resource.kind].actions.get(n.action)
     return spec.keeps if spec else ""
+
+
+def _digest(parts: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:

@@ -422,3 +422,27 @@ def test_a_failing_assumed_role_leaves_the_other_accounts_working(
     sim.heal()
     clock.advance(timedelta(minutes=5))
     assert outcomes(run_cycle(guard)) == [("member-idle", "done")]
+
+
+def test_a_blind_spot_is_posted_to_the_channel_once_a_day(
+    sim: Simulator, clock: ManualClock, db_url: str, fake_slack: FakeSlack
+) -> None:
+    sim.add_notebook("eu-nb", region="eu-west-1")
+    sim.fail("sagemaker:ListNotebookInstances", region="eu-west-1")
+    secrets = Secrets.model_validate({"SLACK_BOT_TOKEN": "xoxb-test-token"})
+    guard = make_guard(
+        sim, clock, db_url, secrets=secrets, regions=["us-east-1", "eu-west-1"],
+        slack={"channel": "C123", "base_url": fake_slack.api_url},
+    )  # fmt: skip
+    run_cycle(guard)
+    [post] = fake_slack.accepted("chat.postMessage")
+    text = str(post.body)
+    assert post.body["channel"] == "C123"
+    for expected in ("cannot see 1 part", "eu-west-1 notebook", "AccessDenied", "Nothing there"):
+        assert expected in text, expected
+    clock.advance(timedelta(minutes=10))
+    run_cycle(guard)  # still failing: said once today, not every cycle
+    assert len(fake_slack.accepted("chat.postMessage")) == 1
+    clock.advance(timedelta(days=1))
+    run_cycle(guard)
+    assert len(fake_slack.accepted("chat.postMessage")) == 2
