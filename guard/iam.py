@@ -15,7 +15,12 @@ ALWAYS = ("sts:GetCallerIdentity",)  # which account the default credentials bel
 
 
 def policy(cfg: Config, read_only: bool = False) -> dict[str, Any]:
-    read = sorted({p for kind in cfg.kinds for p in KINDS[kind].read_permissions} | set(ALWAYS))
+    read_set = {p for kind in cfg.kinds for p in KINDS[kind].read_permissions} | set(ALWAYS)
+    used = sorted({(r.kind, r.action) for r in cfg.rules if r.mutates and r.kind in cfg.kinds})
+    if not read_only:
+        # reads an action needs besides the scan's (e.g. the config saved before a delete)
+        read_set |= {p for k, a in used for p in KINDS[k].actions[a].extra_permissions}
+    read = sorted(read_set)
     statements: list[dict[str, Any]] = [
         {"Sid": "ScanSageMaker", "Effect": "Allow", "Action": read, "Resource": "*"}
     ]
@@ -30,7 +35,6 @@ def policy(cfg: Config, read_only: bool = False) -> dict[str, Any]:
             }
         )
     if not read_only:
-        used = sorted({(r.kind, r.action) for r in cfg.rules if r.mutates and r.kind in cfg.kinds})
         for kind_name, action_name in used:
             kind, action = KINDS[kind_name], KINDS[kind_name].actions[action_name]
             statements.append(
