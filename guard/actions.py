@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from guard import endpoint_actions
 from guard.aws import AWS_ERRORS, Aws, error_text
 from guard.config import Config
 from guard.kinds import KINDS, ActionSpec, KindSpec, request_key
@@ -160,4 +161,7 @@ class Actions:
 # live description, the audit row id (to link what it stores, e.g. an endpoint's restore
 # record) and now; it returns the outcome.
 Handler = Callable[[Any, Store, Resource, dict[str, Any], int, datetime], Outcome]
-HANDLERS: dict[tuple[str, str], Handler] = {}
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("endpoint", "delete"): endpoint_actions.delete,
+    ("endpoint", "scale-to-zero"): endpoint_actions.scale_to_zero,
+}

@@ -213,6 +213,53 @@ def unsnooze(cfg: Config, target: str) -> None:
 
 
 @main.group()
+def restore() -> None:
+    """Bring back what cost-guard deleted, from the record it saved first."""
+
+
+@restore.command("endpoint")
+@click.argument("name")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for InService.")
+@click.option("--timeout", default="30m", show_default=True, help="How long to wait, e.g. 45m.")
+@with_config
+def restore_endpoint(cfg: Config, name: str, wait: bool, timeout: str) -> None:
+    """Recreate a deleted endpoint with its endpoint config and tags."""
+    import time
+
+    from guard.endpoint_actions import RestoreError
+    from guard.endpoint_actions import restore_endpoint as restore_it
+    from guard.wiring import build_guard
+
+    guard = build_guard(cfg, reconcile=False)
+
+    def sagemaker(account_id: str, region: str) -> Any:
+        # None = the caller's own account (the default credential chain)
+        account = next((a for a in cfg.accounts if a.id == account_id), None)
+        return guard.aws.client(account, region, "sagemaker")
+
+    try:
+        done = restore_it(
+            guard.store, sagemaker, name, clock=guard.clock, sleep=time.sleep,
+            wait=wait, timeout=parse_duration(timeout),
+        )  # fmt: skip
+    except RestoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    # Plain echo, not rich: these lines are read by scripts too and must not be wrapped.
+    where = f"{done.account} {done.region}"
+    if not done.created:
+        click.echo(f"{done.message} in {where}: nothing recreated.")
+        return
+    click.echo(f"recreated endpoint {name} in {where} from endpoint config {done.config_name}")
+    if done.in_service_at is not None:
+        when = done.in_service_at.astimezone(cfg.tz)
+        click.echo(f"{done.message} at {when:%Y-%m-%d %H:%M %Z}")
+    elif wait:
+        raise click.ClickException(done.message)
+    else:
+        click.echo(f"{done.message}; `aws sagemaker describe-endpoint` shows when it is ready")
+
+
+@main.group()
 def db() -> None:
     """Database maintenance."""
 

@@ -36,6 +36,7 @@ from slack_sdk.webhook import WebhookClient
 from guard.config import Config
 from guard.kinds import KINDS
 from guard.model import Clock, Finding, Resource
+from guard.rules import owner_of
 from guard.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ class Notifier:
 
     def _owner(self, res: Resource) -> tuple[str, str | None]:
         """(how to show the owner, their Slack user id if known)."""
-        value = res.tags.get(self.cfg.tags.owner, "").strip()
+        value = owner_of(res, self.cfg)
         if not value:
             return "unknown", None
         if not self.cfg.slack.mention_owners:

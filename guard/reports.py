@@ -14,7 +14,7 @@ from rich.table import Table
 
 from guard.config import Config
 from guard.model import Episode, Resource
-from guard.rules import clock_time, is_exempt, snoozed_until
+from guard.rules import clock_time, is_exempt, owner_of, snoozed_until
 from guard.store import ActionRow
 
 
@@ -68,7 +68,7 @@ def inventory_items(
                 "utilization": res.utilization,  # peak % per "metric/window-seconds"
                 "details": res.details,  # kind-specific facts (endpoint variants, job limits)
                 "accrued_usd": money(res.accrued_usd(now), 2),
-                "owner": res.tags.get(cfg.tags.owner),
+                "owner": owner_of(res, cfg) or None,
                 "exempt": is_exempt(res, cfg),
                 "snoozed_until": _iso(until),
                 "rule_state": states,

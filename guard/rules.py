@@ -57,6 +57,11 @@ def is_exempt(res: Resource, cfg: Config) -> bool:
     return res.tags.get(cfg.tags.exempt, "").strip().lower() == "true"
 
 
+def owner_of(res: Resource, cfg: Config) -> str:
+    """Who is told: the owner tag, else an owner the scanner found (a Studio space's)."""
+    return (res.tags.get(cfg.tags.owner) or str(res.details.get("owner") or "")).strip()
+
+
 def snoozed_until(
     res: Resource, cfg: Config, snoozes: Mapping[str, datetime], now: datetime
 ) -> datetime | None:

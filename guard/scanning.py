@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from guard.aws import Aws
 from guard.config import Account, Config
 from guard.kinds import KindSpec
@@ -101,6 +103,13 @@ def metric_data(
         while True:
             page = client.get_metric_data(**params)
             for result in page.get("MetricDataResults", []):
+                if result.get("StatusCode") in ("Forbidden", "InternalError"):
+                    # One query failing inside a successful call would otherwise read as "no
+                    # datapoints" — as idleness. Fail the whole batch: its resources are unknown.
+                    raise ClientError(
+                        {"Error": {"Code": result["StatusCode"], "Message": _messages(page)}},
+                        "GetMetricData",
+                    )
                 series = points.setdefault(result["Id"], [])
                 series.extend(
                     (_utc_required(when), float(value))
@@ -119,6 +128,11 @@ def metric_data(
 
 def utc(when: datetime | None) -> datetime | None:
     return when.astimezone(UTC) if when else None
+
+
+def _messages(page: dict[str, Any]) -> str:
+    texts = [m.get("Value", "") for m in page.get("Messages", [])]
+    return "; ".join(t for t in texts if t) or "a metric query was not answered"
 
 
 def _utc_required(when: datetime) -> datetime:

@@ -1,0 +1,241 @@
+"""Endpoint actions that need more than one call: delete (restorable), scale-to-zero, restore.
+
+Delete stores what recreating the endpoint needs (its name, endpoint-config name, variants and
+tags) and commits it *before* DeleteEndpoint: the config and the model are never deleted, so
+`cost-guard restore endpoint NAME` is one CreateEndpoint away. These handlers run from
+`guard.actions` after its live checks (the endpoint exists and is InService).
+
+    rules:
+      - id: idle-endpoints
+        kind: endpoint
+        idle_for: 24h
+        action: delete          # or scale-to-zero, for inference-component endpoints
+        grace: 2h
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from guard.model import Clock, Outcome, Resource
+from guard.scanners.endpoint import min_instances
+from guard.store import Store
+
+
+def _missing(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    return "could not find" in str(error.get("Message", "")).lower()
+
+
+def _instances(variants: list[dict[str, Any]]) -> str:
+    return ", ".join(
+        f"{v['VariantName']}: {v.get('CurrentInstanceCount', 0)} instance(s)" for v in variants
+    )
+
+
+def _tags(client: Any, res: Resource) -> list[dict[str, str]]:
+    """The endpoint's tags: this cycle's (from the tagging API) or, if none, ListTags."""
+    if res.tags:
+        return [{"Key": k, "Value": v} for k, v in res.tags.items()]
+    tags: list[dict[str, str]] = []
+    for page in client.get_paginator("list_tags").paginate(ResourceArn=res.arn):
+        tags.extend({"Key": t["Key"], "Value": t["Value"]} for t in page.get("Tags", []))
+    return tags
+
+
+def delete(
+    client: Any,
+    store: Store,
+    res: Resource,
+    described: dict[str, Any],
+    action_id: int,
+    now: datetime,
+) -> Outcome:
+    """Save the restore record, then DeleteEndpoint (config and model stay)."""
+    config_name = str(described["EndpointConfigName"])
+    try:
+        config = client.describe_endpoint_config(EndpointConfigName=config_name)
+    except ClientError as exc:
+        if not _missing(exc):
+            raise
+        # Without its config it could never be recreated: leave it for a person to decide.
+        return Outcome(
+            "skipped",
+            f"not deleted: its endpoint config {config_name} no longer exists, so "
+            "`cost-guard restore` could not recreate it",
+        )
+    variants = described.get("ProductionVariants", [])
+    record = {
+        "endpoint_name": res.name,
+        "endpoint_arn": res.arn,
+        "endpoint_config_name": config_name,
+        "variants": variants,
+        "config_variants": config.get("ProductionVariants", []),
+        "models": sorted({v["ModelName"] for v in config.get("ProductionVariants", [])}),
+        "tags": _tags(client, res),
+    }
+    store.save_restore_record(res, record, action_id, now)  # committed before the delete
+    client.delete_endpoint(EndpointName=res.name)
+    models = ", ".join(record["models"]) or "none"
+    return Outcome(
+        "done",
+        f"endpoint deleted (was InService; {_instances(variants)}). Its endpoint config "
+        f"{config_name} and model(s) {models} are kept; "
+        f"`cost-guard restore endpoint {res.name}` recreates it.",
+    )
+
+
+def scale_to_zero(
+    client: Any,
+    store: Store,
+    res: Resource,
+    described: dict[str, Any],
+    action_id: int,
+    now: datetime,
+) -> Outcome:
+    """Set every instance-backed variant to 0 instances, where the endpoint allows it.
+
+    Only variants with managed instance scaling and a minimum of 0 (inference-component
+    endpoints) may run at zero instances; for any other endpoint SageMaker refuses, so the
+    action is refused here with the reason, before any call.
+    """
+    variants = [v for v in described.get("ProductionVariants", []) if not _serverless(v)]
+    stored = {v["name"]: v for v in res.details.get("variants", [])}
+    blocked = [
+        v["VariantName"] for v in variants if _minimum(v, stored.get(v["VariantName"], {})) != 0
+    ]
+    if blocked or not variants:
+        return Outcome(
+            "skipped",
+            "not scaled to zero: only endpoints whose variants allow a minimum of 0 instances "
+            "(managed instance scaling with MinInstanceCount 0, i.e. inference-component "
+            f"endpoints) can scale to zero, and variant(s) {', '.join(blocked) or 'none'} "
+            "do not. Use a `delete` rule for this endpoint instead (restorable).",
+        )
+    if all(v.get("CurrentInstanceCount", 0) == 0 for v in variants):
+        return Outcome("skipped", "already at zero instances: nothing to do")
+    client.update_endpoint_weights_and_capacities(
+        EndpointName=res.name,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": v["VariantName"], "DesiredInstanceCount": 0} for v in variants
+        ],
+    )
+    return Outcome(
+        "done",
+        f"scaled to zero instances (was {_instances(variants)}). "
+        "The endpoint stays; it scales up again when traffic returns.",
+    )
+
+
+def _serverless(variant: dict[str, Any]) -> bool:
+    return "CurrentServerlessConfig" in variant
+
+
+def _minimum(summary: dict[str, Any], stored: dict[str, Any]) -> int | None:
+    live = min_instances(summary)
+    return live if live is not None else stored.get("min_instance_count")
+
+
+# --- restore -------------------------------------------------------------------------------
+
+
+class RestoreError(Exception):
+    """Why an endpoint cannot be restored, for people."""
+
+
+@dataclass(frozen=True)
+class Restored:
+    name: str
+    config_name: str
+    account: str
+    region: str
+    created: bool  # False: it already existed, nothing was called
+    status: str
+    in_service_at: datetime | None
+    message: str
+
+
+def restore_endpoint(
+    store: Store,
+    sagemaker: Callable[[str, str], Any],
+    name: str,
+    *,
+    clock: Clock,
+    sleep: Callable[[float], None],
+    wait: bool = True,
+    timeout: timedelta = timedelta(minutes=30),
+    poll_every: timedelta = timedelta(seconds=30),
+) -> Restored:
+    """Recreate a deleted endpoint from its stored record (same config name, same tags).
+
+    `sagemaker(account, region)` gives a client; `clock` and `sleep` are injected so the wait
+    for InService is tested without waiting. Raises `RestoreError` when there is no record or
+    the endpoint config is gone.
+    """
+    row = store.restore_record("endpoint", name)
+    if row is None:
+        raise RestoreError(
+            f"no restore record for endpoint {name}: cost-guard never deleted an endpoint "
+            "of that name (or its record was pruned)"
+        )
+    record, client = row.record, sagemaker(row.account, row.region)
+    config_name = str(record["endpoint_config_name"])
+
+    def result(created: bool, status: str, at: datetime | None, message: str) -> Restored:
+        return Restored(name, config_name, row.account, row.region, created, status, at, message)
+
+    status = _status(client, name)
+    if status is not None:
+        return result(False, status, None, f"endpoint {name} already exists ({status})")
+    try:
+        client.describe_endpoint_config(EndpointConfigName=config_name)
+    except ClientError as exc:
+        if _missing(exc):
+            raise RestoreError(
+                f"cannot recreate endpoint {name}: its endpoint config {config_name} no longer "
+                "exists (someone deleted it after cost-guard deleted the endpoint)"
+            ) from exc
+        raise
+    tags = [t for t in record.get("tags", []) if not str(t["Key"]).startswith("aws:")]
+    client.create_endpoint(EndpointName=name, EndpointConfigName=config_name, Tags=tags)
+    store.mark_restored(row.id, clock.now())
+    if not wait:
+        return result(True, "Creating", None, f"endpoint {name} is being created")
+    return _wait(client, name, clock, sleep, timeout, poll_every, result)
+
+
+def _status(client: Any, name: str) -> str | None:
+    try:
+        return str(client.describe_endpoint(EndpointName=name)["EndpointStatus"])
+    except ClientError as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def _wait(
+    client: Any,
+    name: str,
+    clock: Clock,
+    sleep: Callable[[float], None],
+    timeout: timedelta,
+    poll_every: timedelta,
+    result: Callable[[bool, str, datetime | None, str], Restored],
+) -> Restored:
+    deadline = clock.now() + timeout
+    while True:
+        described = client.describe_endpoint(EndpointName=name)
+        status = str(described["EndpointStatus"])
+        if status == "InService":
+            return result(True, status, clock.now(), f"endpoint {name} is InService again")
+        if status == "Failed":
+            reason = described.get("FailureReason", "no reason given")
+            return result(True, status, None, f"endpoint {name} failed to create: {reason}")
+        if clock.now() >= deadline:
+            return result(True, status, None, f"endpoint {name} is still {status}")
+        sleep(poll_every.total_seconds())
