@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -129,13 +130,15 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     """What is running now, what it costs, and what the rules think of it."""
     from guard.inventory import ScanContext
     from guard.inventory import scan as scan_aws
-    from guard.reports import inventory_items, inventory_table
+    from guard.reports import finding_text, inventory_items, inventory_table
     from guard.wiring import build_guard
 
     guard = build_guard(cfg, reconcile=scan)
     now = guard.clock.now()
+    scanned: list[dict[str, Any]] = []
     if scan:
         result = scan_aws(ScanContext(cfg, guard.aws, guard.store, guard.prices, now))
+        scanned = [asdict(f) for f in result.findings]
         guard.store.save_snapshot(result.resources, result.scanned, now)
         for error in result.errors:
             err.print(f"[red]scan error[/red]: {error}", highlight=False)
@@ -145,10 +148,36 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     )
     if as_json:
         _dump(items)
-    elif not items:
+        return
+    if not items:
         console.print("Nothing running (run `cost-guard once` or `inventory --scan` to scan).")
     else:
         console.print(inventory_table(items, cfg, now))
+    for finding in scanned if scan else _last_findings(guard.store):
+        console.print(f"[yellow]finding[/yellow]: {finding_text(finding)}", highlight=False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of findings).")
+@with_config
+def findings(cfg: Config, as_json: bool) -> None:
+    """Settings that let SageMaker bill idle time (e.g. Studio domains without idle shutdown),
+    as found by the last cycle."""
+    from guard.reports import finding_text
+    from guard.wiring import build_guard
+
+    found = _last_findings(build_guard(cfg, reconcile=False).store)
+    if as_json:
+        _dump(found)
+    elif not found:
+        console.print("No findings in the last cycle.")
+    for finding in [] if as_json else found:
+        console.print(f"- {finding_text(finding)}", highlight=False)
+
+
+def _last_findings(store: Any) -> list[dict[str, Any]]:
+    last = store.last_cycle() or {}
+    return list(last.get("findings", []))
 
 
 @main.command()

@@ -14,7 +14,7 @@ import http.client
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,6 +36,7 @@ from slack_sdk.webhook import WebhookClient
 from guard.config import Config
 from guard.kinds import KINDS
 from guard.model import Clock, Finding, Resource
+from guard.reports import finding_text
 from guard.rules import owner_of
 from guard.store import OutboxRow, Store
 
@@ -154,11 +155,7 @@ class Notifier:
                 now,
             )
         if findings:
-            lines = [
-                f"• {f.account} {f.region} {f.subject}: {f.problem}"
-                + (f" Fix: {f.fix}" if f.fix else "")
-                for f in findings
-            ]
+            lines = [f"• {finding_text(asdict(f))}" for f in findings]
             subjects = sorted(f"{f.account}/{f.region}/{f.subject}" for f in findings)
             self._enqueue_plain(
                 f"findings:{day}:{_digest(subjects)}",

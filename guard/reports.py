@@ -78,6 +78,13 @@ def inventory_items(
     return items
 
 
+def finding_text(finding: Mapping[str, Any]) -> str:
+    """One finding (as stored in the cycle report) as a line for people."""
+    fix = f" Fix: {finding['fix']}" if finding.get("fix") else ""
+    where = f"{finding['account']} {finding['region']}"
+    return f"{where} {finding['subject']}: {finding['problem']}{fix}"
+
+
 def inventory_table(items: Sequence[dict[str, Any]], cfg: Config, now: datetime) -> Table:
     table = Table(title=f"SageMaker resources at {clock_time(now, cfg.tz)}")
     for column in (

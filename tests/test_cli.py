@@ -213,3 +213,18 @@ def test_run_finishes_the_cycle_on_sigterm_and_exits_0(
     assert any("cycle done" in line for line in lines[signalled:]), "the cycle was cut short"
     assert sum("cycle done" in line for line in lines) == 3
     assert lines[-1].rstrip().endswith("stopped")
+
+
+def test_findings_are_listed_after_a_cycle(
+    sim: Simulator, config_file: Path, env: dict[str, str]
+) -> None:
+    sim.add_domain("ml-team")  # no built-in idle shutdown
+    sim.add_domain("careful-team", idle_shutdown=True)
+    assert cli(["once", "--config", str(config_file)], env).exit_code == 0
+    result = cli(["findings", "--json", "--config", str(config_file)], env)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert len(found) == 1 and "ml-team" in found[0]["subject"], found
+    assert "idle shutdown" in found[0]["problem"].lower() and found[0]["fix"]
+    text = cli(["inventory", "--scan", "--config", str(config_file)], env).output
+    assert "finding" in text and "ml-team" in text
