@@ -6,10 +6,11 @@ Groups Tagging API (100 per page), metrics from GetMetricData (500 queries per c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -20,6 +21,10 @@ from guard.model import Finding, Resource
 from guard.pricing import PriceBook
 from guard.store import Store
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+DESCRIBE_WORKERS = 4
 METRIC_QUERIES_PER_CALL = 500  # GetMetricData's limit
 METRIC_POINTS_PER_CALL = 100_800  # GetMetricData's limit on datapoints returned per call
 
@@ -65,6 +70,16 @@ def fetch_tags(ctx: ScanContext, target: Target, spec: KindSpec) -> dict[str, di
     ):
         tags[item["ResourceARN"]] = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
     return tags
+
+
+def concurrently(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`fn` over `items` on a few threads, results in order: for the Describe calls of new
+    resources, which cannot be batched. Few workers, because every account and region is
+    already being scanned in parallel and adaptive retries absorb throttling."""
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(DESCRIBE_WORKERS, thread_name_prefix="describe") as pool:
+        return list(pool.map(fn, items))
 
 
 def rule_windows(cfg: Config, kind: str, selector: str) -> list[timedelta]:

@@ -23,6 +23,7 @@ from guard.model import ActivitySource, Resource
 from guard.scanning import (
     ScanContext,
     Target,
+    concurrently,
     fetch_tags,
     metric_data,
     metric_period,
@@ -207,9 +208,11 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     configs = _Configs(client, known)
     details: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
-    for ep in listed:
+    described = concurrently(
+        lambda ep: _details(client, ep, known.get(ep[spec.arn_field]), configs), listed
+    )
+    for ep, (found, error) in zip(listed, described, strict=True):
         arn = ep[spec.arn_field]
-        found, error = _details(client, ep, known.get(arn), configs)
         if found is None and error is None:
             continue  # deleted between the listing and the describe
         details[arn] = found or {}

@@ -1,10 +1,400 @@
-"""PLACEHOLDER: being written."""
+"""Training, processing and transform jobs: one scanner driven by a per-kind table.
+
+Jobs are listed with `StatusEquals=InProgress` (100 per page) and described once: a job's
+instance type and count, start time and runtime limit never change, so they are kept in the
+resource's stored `details` and every later cycle rebuilds the job from there, by ARN,
+without a Describe. Evidence is the runtime, the share of `MaxRuntimeInSeconds` used and,
+when a rule asks for it, the peak per-host utilization over the rule's window from
+GetMetricData (500 queries per call). Missing metrics never make a job look stalled.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from guard.aws import AWS_ERRORS, error_text
+from guard.config import UTILIZATION_METRICS, Config
 from guard.kinds import KindSpec
-from guard.scanning import ScanContext, Target
+from guard.model import ActivitySource, Resource, parse_time, utilization_key
+from guard.scanning import (
+    ScanContext,
+    Target,
+    concurrently,
+    fetch_tags,
+    metric_data,
+    metric_period,
+    pages,
+    utc,
+)
+
+# SageMaker publishes job utilization once a minute and CloudWatch serves it within minutes;
+# a datapoint this close to either end of a window (or two periods, if longer) counts as
+# covering that end.
+METRIC_EDGE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """Where a Describe*Job answer keeps what the guard needs: dotted paths, first found wins.
+
+    Checked against botocore's service model (sagemaker 2017-07-24).
+    """
+
+    instance_type: tuple[str, ...]
+    instance_count: tuple[str, ...]
+    started_at: tuple[str, ...]
+    max_runtime: str | None = None  # transform jobs have no runtime limit
+    spot: str | None = None
+    # heterogeneous training clusters name their instances per group instead
+    instance_groups: str | None = None
+
+
+SHAPES: dict[str, JobShape] = {
+    "training_job": JobShape(
+        # Selected*: what SageMaker picked when the job gave a list of InstancePreferences
+        instance_type=("ResourceConfig.SelectedInstanceType", "ResourceConfig.InstanceType"),
+        instance_count=("ResourceConfig.SelectedInstanceCount", "ResourceConfig.InstanceCount"),
+        started_at=("TrainingStartTime", "CreationTime"),
+        max_runtime="StoppingCondition.MaxRuntimeInSeconds",
+        spot="EnableManagedSpotTraining",
+        instance_groups="ResourceConfig.InstanceGroups",
+    ),
+    "processing_job": JobShape(
+        instance_type=(
+            "ProcessingResources.ClusterConfig.SelectedInstanceType",
+            "ProcessingResources.ClusterConfig.InstanceType",
+        ),
+        instance_count=(
+            "ProcessingResources.ClusterConfig.SelectedInstanceCount",
+            "ProcessingResources.ClusterConfig.InstanceCount",
+        ),
+        started_at=("ProcessingStartTime", "CreationTime"),
+        max_runtime="StoppingCondition.MaxRuntimeInSeconds",
+    ),
+    "transform_job": JobShape(
+        instance_type=("TransformResources.InstanceType",),
+        instance_count=("TransformResources.InstanceCount",),
+        started_at=("TransformStartTime", "CreationTime"),
+    ),
+}
+
+# Facts a cached `details` must hold to stand in for a Describe.
+CACHED_FACTS = ("instance_type", "instance_count", "started_at")
+
+
+def _find(data: Mapping[str, Any], *paths: str) -> Any:
+    for path in paths:
+        value: Any = data
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is not None:
+            return value
+    return None
+
+
+def facts(described: Mapping[str, Any], shape: JobShape) -> dict[str, Any]:
+    """The immutable facts of one described job, as JSON-ready `details`."""
+    groups = [(_find(described, *shape.instance_type), _find(described, *shape.instance_count))]
+    if groups[0][0] is None and shape.instance_groups:
+        groups = [
+            (g.get("InstanceType"), g.get("InstanceCount"))
+            for g in _find(described, shape.instance_groups) or []
+        ]
+    types = sorted({str(t) for t, _ in groups if t})
+    started = utc(_find(described, *shape.started_at))
+    details: dict[str, Any] = {
+        "instance_type": "+".join(types) or None,
+        "instance_count": sum(int(c or 0) for _, c in groups),
+        "max_runtime_seconds": _find(described, shape.max_runtime) if shape.max_runtime else None,
+        "spot": bool(_find(described, shape.spot)) if shape.spot else False,
+        "started_at": started.isoformat() if started else None,
+    }
+    if len(groups) > 1:
+        details["instance_groups"] = [[t, int(c or 0)] for t, c in groups]
+    return details
+
+
+def _cached(details: Mapping[str, Any]) -> bool:
+    return all(details.get(k) is not None for k in CACHED_FACTS)
 
 
 def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
+    client = ctx.aws.client(target.account, target.region, "sagemaker")
+    listed = list(
+        pages(client, spec.list_operation, spec.list_key, MaxResults=100, **spec.list_params)
+    )
     target.scanned.add((target.account_id, target.region, spec.name))
+    if not listed:
+        return
+
+    evidence_error: str | None = None
+    tags: dict[str, dict[str, str]] = {}
+    try:
+        tags = fetch_tags(ctx, target, spec)
+    except AWS_ERRORS as exc:
+        # Without tags we cannot know exemptions or snoozes: nothing here may be acted on.
+        evidence_error = f"tags unavailable: {error_text(exc)}"
+
+    known = ctx.store.known_details(spec.name, target.account_id, target.region)
+    details, failed = _job_facts(client, spec, listed, known, target)
+    utilization: dict[str, dict[str, float]] = {}
+    try:
+        names = {job[spec.arn_field]: job[spec.name_field] for job in listed}
+        utilization = job_utilization(ctx, target, spec, details, names)
+    except AWS_ERRORS as exc:
+        evidence_error = evidence_error or f"utilization metrics unavailable: {error_text(exc)}"
+        target.errors.append(
+            f"{target.account_id} {target.region}: GetMetricData failed, {spec.title}s there "
+            f"are unknown this cycle: {error_text(exc)}"
+        )
+
+    for job in listed:
+        arn = job[spec.arn_field]
+        if arn not in details and arn not in failed:
+            continue  # gone between the listing and its Describe
+        target.resources.append(
+            _resource(
+                ctx, target, spec, job, details.get(arn, {}),
+                tags=tags.get(arn, {}),
+                utilization=utilization.get(arn, {}),
+                evidence_error=evidence_error or failed.get(arn),
+            )
+        )  # fmt: skip
+
+
+def _job_facts(
+    client: Any,
+    spec: KindSpec,
+    listed: Sequence[Mapping[str, Any]],
+    known: Mapping[str, dict[str, Any]],
+    target: Target,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Facts per ARN, from the cache or one Describe per new job; and why a Describe failed.
+
+    A job whose Describe fails is unknown this cycle; the others are judged as usual.
+    """
+    details = {
+        arn: dict(known[arn])
+        for job in listed
+        if (arn := job[spec.arn_field]) in known and _cached(known[arn])
+    }
+    new = [job for job in listed if job[spec.arn_field] not in details]
+    failed: dict[str, str] = {}
+    if not new:
+        return details, failed
+    shape = SHAPES[spec.name]
+    answers = concurrently(lambda job: _describe(client, spec, job[spec.name_field]), new)
+    for job, answer in zip(new, answers, strict=True):
+        arn = job[spec.arn_field]
+        if isinstance(answer, Exception):
+            failed[arn] = f"describe failed: {error_text(answer)}"
+        elif answer is not None:
+            details[arn] = facts(answer, shape)
+    if failed:
+        first = next(iter(failed.values()))
+        target.errors.append(
+            f"{target.account_id} {target.region}: {len(failed)} {spec.title}(s) could not be "
+            f"described and are unknown this cycle: {first}"
+        )
+    return details, failed
+
+
+def _describe(client: Any, spec: KindSpec, name: str) -> dict[str, Any] | Exception | None:
+    """The job as Describe*Job sees it; None if it no longer exists; the error if it failed."""
+    try:
+        described: dict[str, Any] = getattr(client, spec.describe_operation)(
+            **{spec.name_param: name}
+        )
+        return described
+    except ClientError as exc:
+        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+        failure: Exception = exc  # botocore is untyped: name what this is
+        return None if "could not find" in message else failure
+    except AWS_ERRORS as exc:
+        failure = exc
+        return failure
+
+
+def _resource(
+    ctx: ScanContext,
+    target: Target,
+    spec: KindSpec,
+    job: Mapping[str, Any],
+    details: dict[str, Any],
+    *,
+    tags: dict[str, str],
+    utilization: dict[str, float],
+    evidence_error: str | None,
+) -> Resource:
+    status = job[spec.status_field]
+    running = status in spec.running_states
+    started = parse_time(details.get("started_at")) or utc(job.get("CreationTime"))
+    details = {**details, **runtime_evidence(details, started, ctx.now)} if details else {}
+    price, source = job_price(ctx, target.region, spec, details)
+    return Resource(
+        arn=job[spec.arn_field],
+        kind=spec.name,
+        name=job[spec.name_field],
+        account=target.account_id,
+        region=target.region,
+        status=status,
+        running=running,
+        instance_type=details.get("instance_type"),
+        instance_count=int(details.get("instance_count") or 0),
+        usd_per_hour=price if running else Decimal(0),
+        price_source=source if running else "not-running",
+        created_at=utc(job.get("CreationTime")),
+        running_since=started if running else None,
+        last_activity=None,  # a job's activity is its utilization, judged per rule window
+        activity_source=ActivitySource.UNKNOWN
+        if evidence_error
+        else ActivitySource.IN_SERVICE_SINCE,
+        tags=tags,
+        evidence_error=evidence_error,
+        details=details,
+        utilization=utilization,
+    )
+
+
+def runtime_evidence(
+    details: Mapping[str, Any], started: datetime | None, now: datetime
+) -> dict[str, Any]:
+    """How long the job has run and what share of its MaxRuntimeInSeconds that is (recomputed
+    every cycle; the cache only keeps the immutable facts)."""
+    if started is None:
+        return {}
+    seconds = max(int((now - started).total_seconds()), 0)
+    evidence: dict[str, Any] = {"runtime_seconds": seconds}
+    limit = details.get("max_runtime_seconds")
+    if limit:
+        evidence["max_runtime_used"] = round(seconds / int(limit), 4)
+    return evidence
+
+
+def job_price(
+    ctx: ScanContext, region: str, spec: KindSpec, details: Mapping[str, Any]
+) -> tuple[Decimal | None, str]:
+    """$/h of the whole job: price x count, summed over instance groups; None if any unknown.
+
+    Managed spot training is priced on demand: an upper bound (the spot price is not known).
+    """
+    groups = details.get("instance_groups") or [
+        [details.get("instance_type"), details.get("instance_count") or 0]
+    ]
+    total = Decimal(0)
+    for instance_type, count in groups:
+        price = ctx.prices.price(instance_type, region, spec.price_component)
+        if price.usd_per_hour is None:
+            return None, price.source
+        total += price.usd_per_hour * int(count)
+    return total, "bundled"
+
+
+# --- utilization ---------------------------------------------------------------------------
+
+
+def utilization_asks(cfg: Config, kind: str) -> dict[timedelta, list[str]]:
+    """The metrics each window of this kind's `utilization_below` rules looks at."""
+    asks: dict[timedelta, set[str]] = defaultdict(set)
+    for rule in cfg.rules:
+        if rule.kind == kind and rule.utilization_below is not None:
+            asks[rule.utilization_below.window] |= set(rule.utilization_below.thresholds)
+    return {window: sorted(metrics) for window, metrics in sorted(asks.items())}
+
+
+def job_utilization(
+    ctx: ScanContext,
+    target: Target,
+    spec: KindSpec,
+    details: Mapping[str, dict[str, Any]],
+    names: Mapping[str, str],
+) -> dict[str, dict[str, float]]:
+    """Peak utilization per ARN and `utilization_key`, only where metrics cover the window.
+
+    `names`: job name per ARN (the Host dimension names the job as created; an ARN is
+    lower-cased by SageMaker).
+    """
+    asks = utilization_asks(ctx.cfg, spec.name)
+    if not asks or not spec.utilization_namespace:
+        return {}
+    client = ctx.aws.client(target.account, target.region, "cloudwatch")
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    for window, metrics in asks.items():
+        start = ctx.now - window
+        # Only a job that has run the whole window can have stalled for all of it.
+        jobs = {
+            arn: (names[arn], int(d["instance_count"]))
+            for arn, d in details.items()
+            if arn in names and (started := parse_time(d.get("started_at"))) and started <= start
+        }
+        if not jobs:
+            continue
+        period = metric_period(window)
+        queries, owners = _queries(spec, jobs, metrics, period)
+        points = metric_data(client, queries, start, ctx.now)
+        series: dict[tuple[str, str], list[list[tuple[datetime, float]]]] = defaultdict(list)
+        for query_id, (arn, metric) in owners.items():
+            series[(arn, metric)].append(points.get(query_id, []))
+        edge = max(METRIC_EDGE, timedelta(seconds=2 * period))
+        for (arn, metric), hosts in series.items():
+            peak = peak_if_covered(hosts, start, ctx.now, edge)
+            if peak is not None:
+                found[arn][utilization_key(metric, window)] = peak
+    return dict(found)
+
+
+def _queries(
+    spec: KindSpec, jobs: Mapping[str, tuple[str, int]], metrics: Iterable[str], period: int
+) -> tuple[list[dict[str, Any]], dict[str, tuple[str, str]]]:
+    """One Maximum query per (job, host algo-1..algo-N, metric); ids map back to (arn, metric)."""
+    queries: list[dict[str, Any]] = []
+    names: dict[str, tuple[str, str]] = {}
+    for arn, (job, count) in jobs.items():
+        for host in range(1, max(count, 1) + 1):
+            for metric in metrics:
+                query_id = f"q{len(queries)}"
+                names[query_id] = (arn, metric)
+                queries.append(
+                    {
+                        "Id": query_id,
+                        "MetricStat": {
+                            "Metric": {
+                                "Namespace": spec.utilization_namespace,
+                                "MetricName": UTILIZATION_METRICS[metric],
+                                "Dimensions": [{"Name": "Host", "Value": f"{job}/algo-{host}"}],
+                            },
+                            "Period": period,
+                            "Stat": "Maximum",
+                        },
+                        "ReturnData": True,
+                    }
+                )
+    return queries, names
+
+
+def peak_if_covered(
+    hosts: Sequence[Sequence[tuple[datetime, float]]],
+    start: datetime,
+    end: datetime,
+    edge: timedelta,
+) -> float | None:
+    """The peak over every host's points, or None unless every host's points span the window.
+
+    Coverage means a datapoint within `edge` of the window's start and one within `edge` of
+    its end, for every host: a host that stopped reporting, or started reporting late, leaves
+    part of the window unseen, and an unseen stretch is never taken for a stalled job. (Gaps
+    in the middle are accepted: SageMaker hosts report steadily while they are up.)
+    """
+    if not hosts:
+        return None
+    for points in hosts:
+        if not points or points[0][0] > start + edge or points[-1][0] < end - edge:
+            return None
+    return max(value for points in hosts for _, value in points)
