@@ -19,14 +19,13 @@ def _items(client: Any, operation: str, key: str, **params: Any) -> Iterator[dic
 
 
 def _invocations(cloudwatch: Any, dims: list[dict[str, str]], now: datetime) -> None:
-    cloudwatch.get_metric_statistics(
-        Namespace="AWS/SageMaker",
-        MetricName="Invocations",
-        Dimensions=dims,
+    metric = {"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": dims}
+    cloudwatch.get_metric_data(
+        MetricDataQueries=[
+            {"Id": "q", "MetricStat": {"Metric": metric, "Period": 3600, "Stat": "Sum"}}
+        ],
         StartTime=now - timedelta(hours=24),
         EndTime=now,
-        Period=3600,
-        Statistics=["Sum"],
     )
 
 

@@ -34,8 +34,50 @@ def _notebooks(sim: Simulator, count: int, region: str, account: str) -> Callabl
     return advance
 
 
+def _endpoints(sim: Simulator, count: int, region: str, account: str) -> Callable[[datetime], None]:
+    prefix = f"ep-{account[-4:]}-{region}"
+    names = sim.add_endpoint_fleet(count, prefix=prefix, region=region, account=account)
+    active = names[::3]
+
+    def advance(now: datetime) -> None:
+        for name in active:  # a third keep serving traffic
+            sim.invocations(name, [now - timedelta(minutes=1)], region=region, account=account)
+
+    return advance
+
+
+def _jobs(kind: str) -> Seeder:
+    def seed(sim: Simulator, count: int, region: str, account: str) -> Callable[[datetime], None]:
+        prefix = f"{kind.split('_')[0]}-{account[-4:]}-{region}"
+        # Training jobs report GPU utilization (some stalled), the others none.
+        gpu = 2.0 if kind == "training_job" else None
+        sim.add_job_fleet(count, kind=kind, prefix=prefix, region=region, account=account, gpu=gpu)
+        return lambda now: None  # jobs just keep running
+
+    return seed
+
+
+def _apps(sim: Simulator, count: int, region: str, account: str) -> Callable[[datetime], None]:
+    arns = sim.add_app_fleet(count, region=region, account=account)
+    active = arns[::3]
+
+    def advance(now: datetime) -> None:
+        beat = (now - timedelta(minutes=1)).isoformat(timespec="seconds")
+        for arn in active:  # a third of the people keep working: their heartbeat moves on
+            sim.set_app_tags(
+                arn, {"cost-guard:last-activity": beat}, region=region, account=account
+            )
+
+    return advance
+
+
 SEEDERS: dict[str, Seeder] = {
     "notebook": _notebooks,
+    "endpoint": _endpoints,
+    "training_job": _jobs("training_job"),
+    "processing_job": _jobs("processing_job"),
+    "transform_job": _jobs("transform_job"),
+    "studio_app": _apps,
 }
 
 

@@ -312,11 +312,12 @@ class EndpointSeeding(SimBase):
         instance_types: tuple[str, ...] = ("ml.m5.xlarge", "ml.g5.xlarge", "ml.inf2.xlarge"),
         running_for: timedelta = timedelta(days=3),
         active_share: float = 0.3,
+        account: str | None = None,
     ) -> list[str]:
         """Seed `count` endpoints in-process (no HTTP), each with its own config and three
         tags; `active_share` of them were invoked 10 minutes ago."""
         region = region or self.regions[0]
-        backend = self._sagemaker(region)
+        backend = self._sagemaker(region, account)
         now = self.clock.now()
         backend.create_model(
             model_name=f"{prefix}-model",
@@ -348,7 +349,9 @@ class EndpointSeeding(SimBase):
             endpoint.creation_time = endpoint.last_modified_time = naive_utc(now - running_for)
             endpoint.endpoint_status = "InService"
             if active_every and i % active_every == 0:
-                self.invocations(name, [now - timedelta(minutes=10)], region=region)
+                self.invocations(
+                    name, [now - timedelta(minutes=10)], region=region, account=account
+                )
             names.append(name)
         return names
 

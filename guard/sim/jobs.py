@@ -381,11 +381,12 @@ class JobSeeding(SimBase):
         running_for: timedelta = timedelta(hours=6),
         gpu: float | None = None,
         metric_span: timedelta = timedelta(hours=1),
+        account: str | None = None,
     ) -> list[str]:
         """Seed `count` jobs in-process (no HTTP), each with three tags; with `gpu`, every job
         also reports that GPU utilization once a minute over the last `metric_span`."""
         region = region or self.regions[0]
-        backend = self._sagemaker(region)
+        backend = self._sagemaker(region, account)
         started = self.clock.now() - running_for
         creator = getattr(backend, f"create_{kind}")
         wanted = [p for p in inspect.signature(creator).parameters if p != "self"]
@@ -405,7 +406,10 @@ class JobSeeding(SimBase):
                 minutes = int(metric_span.total_seconds() // 60)
                 points = [(self.clock.now() - timedelta(minutes=m), gpu) for m in range(minutes)]
                 for host in range(1, 2 + i % 2):  # every host of the job reports
-                    self.job_metric(kind, name, "gpu", points, host=f"algo-{host}", region=region)
+                    self.job_metric(
+                        kind, name, "gpu", points,
+                        host=f"algo-{host}", region=region, account=account,
+                    )  # fmt: skip
             names.append(name)
         return names
 

@@ -563,8 +563,15 @@ class StudioSeeding(SimBase):
         studio = state(self._sagemaker(region or self.regions[0], account))
         return (domain_id, name) in studio.spaces
 
-    def set_app_tags(self, arn: str, tags: Mapping[str, str], *, region: str | None = None) -> None:
-        self.client("sagemaker", region).add_tags(ResourceArn=arn, Tags=_tag_list(tags))
+    def set_app_tags(
+        self,
+        arn: str,
+        tags: Mapping[str, str],
+        *,
+        region: str | None = None,
+        account: str | None = None,
+    ) -> None:
+        self.client("sagemaker", region, account).add_tags(ResourceArn=arn, Tags=_tag_list(tags))
 
     def add_app_fleet(
         self,
@@ -575,14 +582,17 @@ class StudioSeeding(SimBase):
         running_for: timedelta = timedelta(hours=6),
         active_share: float = 0.3,
         instance_types: tuple[str, ...] = ("ml.t3.medium", "ml.m5.xlarge", "ml.g5.xlarge"),
+        account: str | None = None,
     ) -> list[str]:
         """Seed in-process (no HTTP): `count` JupyterLab apps spread over `domains` domains,
         each in a private space of its own user; `active_share` of them carry a heartbeat
         tag from 10 minutes ago, the rest have been idle since they started."""
         region = region or self.regions[0]
-        backend = self._sagemaker(region)
+        backend = self._sagemaker(region, account)
         now = self.clock.now()
-        domain_ids = [self.add_domain(f"fleet{d}", region=region) for d in range(domains)]
+        domain_ids = [
+            self.add_domain(f"fleet{d}", region=region, account=account) for d in range(domains)
+        ]
         active_every = max(1, round(1 / active_share)) if active_share > 0 else 0
         arns = []
         for i in range(count):
