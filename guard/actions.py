@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from guard import endpoint_actions
 from guard.aws import AWS_ERRORS, Aws, error_text
 from guard.config import Config
-from guard.kinds import KINDS, ActionSpec, KindSpec, request_key
+from guard.kinds import KINDS, ActionSpec, KindSpec, keeps, request_key
 from guard.model import Clock, Outcome, Resource
 from guard.store import Store
 
@@ -103,7 +103,8 @@ class Actions:
             described = self.describe(res, kind)
             if described is None:
                 if spec.gone_is_done:
-                    return Outcome("skipped", f"already gone: nothing to do. {spec.keeps}".strip())
+                    kept = keeps(spec, res)
+                    return Outcome("skipped", f"already gone: nothing to do. {kept}".strip())
                 return Outcome("skipped", f"the {kind.title} no longer exists")
             status = str(described.get(kind.status_field, ""))
             if status in spec.done_states:
@@ -120,7 +121,7 @@ class Actions:
                 )
             getattr(self.client(res), spec.operation)(**request_key(kind, res))
             done = f"{kind.title} {spec.verb_past} (was {status})"
-            return Outcome("done", f"{done}. {spec.keeps}".strip())
+            return Outcome("done", f"{done}. {keeps(spec, res)}".strip())
         except AWS_ERRORS as exc:
             return Outcome("failed", error_text(exc))
 

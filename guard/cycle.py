@@ -140,6 +140,8 @@ def _apply(guard: Guard, decisions: list[Decision]) -> dict[str, list[dict[str, 
                     "mode": cfg.mode,
                     "outcome": outcome.outcome,
                     "detail": outcome.detail,
+                    # what it cost per hour when acted on: what a done action saves
+                    "usd_per_hour": money(res.usd_per_hour),
                 }
             )
         elif d.step is Step.RESOLVE and d.episode_id is not None:

@@ -2,7 +2,8 @@
 
 Everything is local: moto's server on 127.0.0.1 (the simulator), SQLite in a temporary
 directory, Slack messages rendered in the terminal. Nothing real is touched, so the demo
-runs in enforce mode to show real stops — of simulated notebooks.
+runs in enforce mode to show real stops and deletes — of simulated resources — and the way
+back (`restore endpoint`) the next morning.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -24,9 +26,15 @@ from rich.rule import Rule as Divider
 
 from guard.config import Config, Secrets
 from guard.cycle import Guard, run_cycle
-from guard.kinds import KINDS
+from guard.endpoint_actions import restore_endpoint
 from guard.model import ManualClock
-from guard.reports import audit_entries, audit_table, inventory_items, inventory_table
+from guard.reports import (
+    audit_entries,
+    audit_table,
+    finding_text,
+    inventory_items,
+    inventory_table,
+)
 from guard.rules import clock_time
 from guard.sim import Simulator
 from guard.wiring import build_guard
@@ -51,6 +59,27 @@ RULES: list[dict[str, object]] = [
         "grace": "15m",
     },
     {"id": "big-gpu-notebooks", "kind": "notebook", "cost_per_hour_over": 1, "action": "notify"},
+    {
+        "id": "idle-endpoints",
+        "kind": "endpoint",
+        "idle_for": "24h",
+        "action": "delete",
+        "grace": "30m",
+    },
+    {
+        "id": "stalled-training",
+        "kind": "training_job",
+        "action": "stop",
+        "grace": "15m",
+        "utilization_below": {"gpu": 5, "for": "1h"},
+    },
+    {
+        "id": "idle-studio-apps",
+        "kind": "studio_app",
+        "idle_for": "3h",
+        "action": "delete",
+        "grace": "30m",
+    },
 ]
 
 
@@ -89,21 +118,24 @@ def run_demo(console: Console, pause: float = 1.0) -> None:
                 "secrets": Secrets(),
             }
         )
-        _seed(sim, clock)
+        ken_app = _seed(sim, clock)
         guard = build_guard(cfg, clock, notifier_echo=lambda text: _slack(console, clock, text))
         console.print(Divider("cost-guard demo"))
         console.print(
             "A simulated SageMaker account (moto on 127.0.0.1) with five notebook instances, "
-            "watched from Monday 16:00 to 21:00 UTC in 10-minute cycles.\n"
-            "Rules: stop notebooks idle for 2 h (30 min grace), stop everything at 20:00 on "
-            "weekdays (15 min grace), and flag notebooks over $1/h.\n"
+            "two endpoints, two training jobs and two Studio apps, watched from Monday 16:00 "
+            "to 21:00 UTC in 10-minute cycles.\n"
+            "Rules: stop notebooks idle for 2 h (30 min grace) and at 20:00 on weekdays "
+            "(15 min grace); flag notebooks over $1/h; delete endpoints without an invocation "
+            "for 24 h and Studio apps idle for 3 h (30 min grace); stop training jobs whose GPUs "
+            "stayed under 5 % for an hour (15 min grace).\n"
             "[bold]Mode: enforce[/bold] — safe here, every AWS call goes to the simulator.\n",
             highlight=False,
         )
-        step = 0
+        step, reports = 0, []
         while clock.now() <= END:
-            _script(sim, guard, clock, console, step)
-            run_cycle(guard)
+            _script(sim, guard, clock, console, step, ken_app)
+            reports.append(run_cycle(guard))
             if step == 0:
                 _inventory(console, guard, cfg, clock)
             sim.settle()  # a stop takes a few minutes on AWS; by the next cycle it is done
@@ -112,10 +144,12 @@ def run_demo(console: Console, pause: float = 1.0) -> None:
             if pause:
                 time.sleep(0.15 * pause)
         clock.set(END)
-        _finale(console, guard, cfg, clock)
+        _finale(console, guard, cfg, clock, reports)
+        _next_morning(console, sim, guard, clock)
 
 
-def _seed(sim: Simulator, clock: ManualClock) -> None:
+def _seed(sim: Simulator, clock: ManualClock) -> str:
+    """Create the evening's resources; returns Ken's Studio app (he keeps working)."""
     now = clock.now()
     sim.add_notebook("alice-idle", "ml.m5.xlarge", tags={"owner": "alice@example.com"},
                      in_service_since=now - timedelta(hours=7))  # fmt: skip
@@ -130,14 +164,52 @@ def _seed(sim: Simulator, clock: ManualClock) -> None:
     sim.add_notebook("erin-snoozed", "ml.m5.xlarge", tags={"owner": "erin@example.com"},
                      in_service_since=now - timedelta(hours=6))  # fmt: skip
     sim.jupyter_activity("erin-snoozed", now - timedelta(hours=3))
+    # Endpoints: a staging model nobody has called since Saturday, and a busy one.
+    sim.add_endpoint("churn-model-staging", "ml.m5.xlarge", 2, tags={"owner": "frank@example.com"},
+                     created_at=now - timedelta(days=2))  # fmt: skip
+    sim.add_endpoint("search-ranker", "ml.g5.xlarge", tags={"owner": "grace@example.com"},
+                     created_at=now - timedelta(days=9))  # fmt: skip
+    # Training: a fine-tune whose data loader hung 90 minutes ago (GPUs idle), and a healthy one.
+    sim.add_training_job("llm-finetune", "ml.g5.12xlarge", 2, tags={"owner": "heidi@example.com"},
+                         started_at=now - timedelta(hours=5))  # fmt: skip
+    sim.add_training_job("resnet-sweep", "ml.g5.2xlarge", tags={"owner": "ivan@example.com"},
+                         started_at=now - timedelta(hours=2))  # fmt: skip
+    _gpu(sim, now - timedelta(hours=2), now)
+    # Studio: a domain without built-in idle shutdown; Judy left JupyterLab open at lunch.
+    domain = sim.add_domain("ml-studio")
+    for user in ("judy", "ken"):
+        sim.add_user_profile(domain, user, tags={"owner": f"{user}@example.com"})
+        sim.add_space(domain, f"{user}-space", owner=user)
+    sim.add_app(domain, space="judy-space", instance_type="ml.g5.xlarge",
+                created_at=now - timedelta(hours=4))  # fmt: skip
+    return sim.add_app(domain, space="ken-space", instance_type="ml.t3.medium",
+                       created_at=now - timedelta(hours=6))  # fmt: skip
 
 
-def _script(sim: Simulator, guard: Guard, clock: ManualClock, console: Console, step: int) -> None:
+def _gpu(sim: Simulator, since: datetime, until: datetime) -> None:
+    """GPU utilization per host, once a minute: llm-finetune hung at 14:30, resnet is busy."""
+    minutes = int((until - since).total_seconds() // 60)
+    times = [since + timedelta(minutes=m) for m in range(minutes)]
+    hung = START - timedelta(minutes=90)
+    for host in ("algo-1", "algo-2"):
+        sim.gpu_utilization(
+            "llm-finetune", [(t, 1.0 if t >= hung else 93.0) for t in times], host=host
+        )
+    sim.gpu_utilization("resnet-sweep", [(t, 85.0) for t in times])
+
+
+def _script(
+    sim: Simulator, guard: Guard, clock: ManualClock, console: Console, step: int, ken_app: str
+) -> None:
     """What the people in the story do: Bob and Dave keep working, Erin asks for time."""
     now = clock.now()
     if now < START + timedelta(hours=3, minutes=45):
         sim.jupyter_activity("bob-busy", now - timedelta(minutes=3))
         sim.jupyter_activity("dave-gpu", now - timedelta(minutes=1))
+    sim.invocations("search-ranker", [now - timedelta(minutes=m) for m in (2, 6)])
+    sim.set_app_tags(ken_app, {"cost-guard:last-activity": now.isoformat()})
+    if step:
+        _gpu(sim, now - STEP, now)
     if step == 2:
         erin = guard.store.resource_by_name("notebook", "erin-snoozed")
         if erin:
@@ -167,31 +239,53 @@ def _inventory(console: Console, guard: Guard, cfg: Config, clock: ManualClock) 
     console.print(inventory_table(items, cfg, now))
 
 
-def _finale(console: Console, guard: Guard, cfg: Config, clock: ManualClock) -> None:
+def _finale(
+    console: Console, guard: Guard, cfg: Config, clock: ManualClock, reports: list[dict[str, Any]]
+) -> None:
     now = clock.now()
     console.print(Divider("21:00 — the end of the evening"))
-    resources = guard.store.resources()
     items = inventory_items(
-        resources, cfg, guard.store.snoozes(now), guard.store.open_episodes(), now
+        guard.store.resources(), cfg, guard.store.snoozes(now), guard.store.open_episodes(), now
     )
     console.print(inventory_table(items, cfg, now))
     entries = audit_entries(guard.store.audit(START - timedelta(days=1)))
     console.print(audit_table([e for e in entries if e["action"] != "warn"], cfg))
-    stopped = {e["name"] for e in entries if e["action"] == "stop" and e["outcome"] == "done"}
-    prices = guard.prices
-    saved = sum(
-        (
-            prices.price(r.instance_type, r.region, KINDS[r.kind].price_component).usd_per_hour
-            or Decimal(0)
-        )
-        for r in resources
-        if r.name in stopped
-    )
+    done = [a for r in reports for a in r["actions"] if a["outcome"] == "done"]
+    saved = sum((Decimal(a["usd_per_hour"] or 0) for a in done), Decimal(0))
+    names = ", ".join(f"{a['kind']} {a['name']}" for a in done)
     console.print(
-        f"Stopped {len(stopped)} notebooks ({', '.join(sorted(stopped))}): "
+        f"Stopped or deleted {len(done)} resources ({names}): "
         f"[bold green]${saved:.2f}/h[/bold green] no longer billing — about "
-        f"${saved * 13:.2f} by 9:00 tomorrow.\n"
+        f"${saved * 12:.2f} by 9:00 tomorrow.\n"
         "carol-exempt kept running (tagged cost-guard:exempt=true); every step is in the audit "
-        "trail above. Try it on your account: see the README (dry-run is the default).",
+        "trail above.",
         highlight=False,
     )
+    for finding in (reports[-1].get("findings") or [])[:1]:
+        console.print(f"[yellow]Finding[/yellow]: {finding_text(finding)}", highlight=False)
+
+
+def _next_morning(console: Console, sim: Simulator, guard: Guard, clock: ManualClock) -> None:
+    """Frank needs his staging endpoint back: `cost-guard restore endpoint` recreates it."""
+    clock.set(START + timedelta(hours=17))  # Tuesday 09:00
+    sim.set_endpoint_create_delay(timedelta(minutes=7))  # creating an endpoint takes minutes
+    console.print(Divider("Tuesday 09:00 — the way back"))
+    console.print("frank runs `cost-guard restore endpoint churn-model-staging`", highlight=False)
+    restored = restore_endpoint(
+        guard.store,
+        lambda account, region: sim.client("sagemaker", region),
+        "churn-model-staging",
+        clock=clock,
+        sleep=lambda seconds: _advance(clock, seconds),
+    )
+    when = clock_time(restored.in_service_at, guard.cfg.tz) if restored.in_service_at else "-"
+    console.print(
+        f"{restored.message}: recreated from endpoint config {restored.config_name} "
+        f"(kept when it was deleted), InService at {when}.\n"
+        "Try it on your account: see the README (dry-run is the default).",
+        highlight=False,
+    )
+
+
+def _advance(clock: ManualClock, seconds: float) -> None:
+    clock.advance(timedelta(seconds=seconds))  # the restore's wait, in simulated time

@@ -24,7 +24,7 @@ class ActionSpec:
     done_states: tuple[str, ...]  # states meaning "already done": a repeat is a no-op
     verb_past: str  # for people: "stopped"
     verb_would: str  # for dry-run: "would stop"
-    # what the owner keeps, said in every message about this action
+    # what the owner keeps, said in every message about this action ({name} substituted)
     keeps: str = ""
     # a describe that answers "not found" means the action already happened (deletes)
     gone_is_done: bool = False
@@ -50,11 +50,25 @@ class KindSpec:
     type_field: str
     tagging_type: str  # Resource Groups Tagging API resource type filter
     running_states: tuple[str, ...]
-    console_path: str  # console URL path, {name} substituted
+    # console URL path: {region}, {name} and any text field of the resource's details
+    console_path: str
     actions: dict[str, ActionSpec] = field(default_factory=dict)
     list_params: dict[str, Any] = field(default_factory=dict)  # e.g. StatusEquals=InProgress
     # CloudWatch namespace of per-host utilization metrics (Host=<job>/algo-N), if any
     utilization_namespace: str = ""
+
+
+CONSOLE = "https://console.aws.amazon.com/"
+
+
+def console_url(spec: KindSpec, res: Resource) -> str:
+    fields = {k: v for k, v in res.details.items() if isinstance(v, str)}
+    return CONSOLE + spec.console_path.format(**fields, region=res.region, name=res.name)
+
+
+def keeps(spec: ActionSpec, res: Resource) -> str:
+    """What the owner keeps after `spec` runs on `res`, for messages and the audit trail."""
+    return spec.keeps.format(name=res.name)
 
 
 def request_key(spec: KindSpec, res: Resource) -> dict[str, Any]:
@@ -153,7 +167,7 @@ ENDPOINT = KindSpec(
             verb_would="would delete",
             keeps=(
                 "Its endpoint config and model are kept; "
-                "`cost-guard restore endpoint NAME` recreates it."
+                "`cost-guard restore endpoint {name}` recreates it."
             ),
             gone_is_done=True,
             extra_permissions=("sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"),
@@ -276,7 +290,7 @@ STUDIO_APP = KindSpec(
     type_field="InstanceType",  # ResourceSpec.InstanceType
     tagging_type="sagemaker:app",
     running_states=("InService",),
-    console_path="sagemaker/home?region={region}#/studio/{name}",
+    console_path="sagemaker/home?region={region}#/studio/{domain_id}",  # the domain's page
     actions={
         "delete": ActionSpec(
             name="delete",

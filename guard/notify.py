@@ -34,7 +34,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.webhook import WebhookClient
 
 from guard.config import Config
-from guard.kinds import KINDS
+from guard.kinds import KINDS, console_url, keeps
 from guard.model import Clock, Finding, Resource
 from guard.reports import finding_text
 from guard.rules import owner_of
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 _sdk_log = logging.getLogger("guard.notify.sdk")
 _sdk_log.setLevel(logging.INFO)
 
-CONSOLE = "https://console.aws.amazon.com/"
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
 STALE_AFTER = timedelta(hours=1)
@@ -205,7 +204,7 @@ class Notifier:
         ]
         long, short = self._outcome(n, now)
         title = kind.title[:1].upper() + kind.title[1:]
-        url = CONSOLE + kind.console_path.format(region=res.region, name=res.name)
+        url = console_url(kind, res)
         blocks: list[Block] = [
             HeaderBlock(text=f"{_EMOJI.get(n.state, '')} {title} {res.name}"[:150]),
             SectionBlock(fields=[MarkdownTextObject(text=f"*{k}*\n{_esc(v)}") for k, v in fields]),
@@ -431,7 +430,7 @@ def _verb(n: Notice, past: bool = False) -> str:
 def _keeps(n: Notice) -> str:
     """What the owner keeps after the action (their files, the endpoint config...)."""
     spec = KINDS[n.resource.kind].actions.get(n.action)
-    return spec.keeps if spec else ""
+    return keeps(spec, n.resource) if spec else ""
 
 
 def _digest(parts: Sequence[str]) -> str:

@@ -80,9 +80,10 @@ def inventory_items(
 
 def finding_text(finding: Mapping[str, Any]) -> str:
     """One finding (as stored in the cycle report) as a line for people."""
-    fix = f" Fix: {finding['fix']}" if finding.get("fix") else ""
+    problem = str(finding["problem"]).rstrip(".")
+    fix = f". Fix: {finding['fix']}" if finding.get("fix") else "."
     where = f"{finding['account']} {finding['region']}"
-    return f"{where} {finding['subject']}: {finding['problem']}{fix}"
+    return f"{where} {finding['subject']}: {problem}{fix}"
 
 
 def inventory_table(items: Sequence[dict[str, Any]], cfg: Config, now: datetime) -> Table:

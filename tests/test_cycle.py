@@ -325,18 +325,39 @@ def test_generated_iam_policy_covers_every_call_the_guard_makes(
 ) -> None:
     from guard.iam import policy
 
+    long_ago = clock.now() - timedelta(days=2)
     sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
     sim.add_notebook("busy", in_service_since=clock.now() - timedelta(hours=5))
     sim.jupyter_activity("busy", clock.now())
-    guard = make_guard(sim, clock, fresh_sqlite_url, IDLE_STOP | {"grace": "0s"}, mode="enforce")
+    sim.add_endpoint("idle-ep", created_at=long_ago)
+    sim.add_training_job("long-train", started_at=long_ago)
+    sim.add_processing_job("long-proc", started_at=long_ago)
+    sim.add_transform_job("long-transform", started_at=long_ago)
+    domain = sim.add_domain("studio")
+    sim.add_user_profile(domain, "ada")
+    sim.add_app(domain, user="ada", created_at=long_ago)
+    act_now = {"grace": "0s"}
+    rules = [
+        IDLE_STOP | act_now,
+        {"id": "ep", "kind": "endpoint", "idle_for": "1d", "action": "delete"} | act_now,
+        {"id": "app", "kind": "studio_app", "idle_for": "1d", "action": "delete"} | act_now,
+        *(
+            {"id": kind, "kind": kind, "running_for": "1d", "action": "stop"} | act_now
+            for kind in ("training_job", "processing_job", "transform_job")
+        ),
+    ]
+    guard = make_guard(sim, clock, fresh_sqlite_url, *rules, mode="enforce")
     sim.reset_counts()
-    run_cycle(guard)
+    report = run_cycle(guard)
+    assert {a["outcome"] for a in report["actions"]} == {"done"}, report["actions"]
+    assert len(report["actions"]) == 6
     guard.actions.reconcile()
     called = {
         f"{_IAM_PREFIX.get(op.split(':')[0], op.split(':')[0])}:{op.split(':')[1]}"
         for op in sim.request_counts
     }
-    assert "sagemaker:StopNotebookInstance" in called
+    for mutation in ("StopNotebookInstance", "DeleteEndpoint", "DeleteApp", "StopTrainingJob"):
+        assert f"sagemaker:{mutation}" in called
     granted: set[str] = set()
     for statement in policy(guard.cfg)["Statement"]:
         actions = statement["Action"]

@@ -138,9 +138,10 @@ class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, SimBase):
         log_stream.last_ingestion_time = naive_utc(at)
 
     def settle(self) -> None:
-        """Finish transitions that take minutes on AWS (Stopping -> Stopped)."""
+        """Finish transitions that take minutes on AWS: notebooks and jobs Stopping -> Stopped."""
         for region in self.regions:
             for notebook in self._sagemaker(region).notebook_instances.values():
                 if notebook.status == "Stopping":
                     notebook.status = "Stopped"
                     notebook.last_modified_time = naive_utc(self.clock.now())
+        self.settle_jobs()
