@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from guard import endpoint_actions
-from guard.aws import AWS_ERRORS, Aws, error_text
+from guard.aws import AWS_ERRORS, Aws, error_text, not_found
 from guard.config import Config
 from guard.kinds import KINDS, ActionSpec, KindSpec, keeps, request_key
 from guard.model import Clock, Outcome, Resource
@@ -26,16 +26,6 @@ log = logging.getLogger(__name__)
 
 
 GONE = "Gone"  # live status of a resource AWS no longer knows
-
-
-def _not_found(exc: ClientError) -> bool:
-    # SageMaker answers a Describe of a missing resource with ValidationException
-    # ("Could not find endpoint ...") or ResourceNotFound, depending on the API.
-    error = exc.response.get("Error", {})
-    code, message = error.get("Code", ""), error.get("Message", "").lower()
-    return code in ("ResourceNotFound", "ResourceNotFoundException") or (
-        code == "ValidationException" and ("could not find" in message or "not found" in message)
-    )
 
 
 class Actions:
@@ -89,7 +79,7 @@ class Actions:
         try:
             described = getattr(self.client(res), kind.describe_operation)(**request_key(kind, res))
         except ClientError as exc:
-            if _not_found(exc):
+            if not_found(exc):
                 return None
             raise
         return dict(described)

@@ -138,3 +138,13 @@ def _assumed_session(base: boto3.Session, role_arn: str) -> boto3.Session:
         metadata=refresh(), refresh_using=refresh, method="sts-assume-role"
     )
     return boto3.Session(botocore_session=botocore_session)
+
+
+def not_found(exc: ClientError) -> bool:
+    """Whether AWS said the resource does not exist. SageMaker answers a Describe of something
+    deleted with ValidationException "Could not find ..." or ResourceNotFound, by API."""
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", ""), str(error.get("Message", "")).lower()
+    return code in ("ResourceNotFound", "ResourceNotFoundException") or (
+        code == "ValidationException" and ("could not find" in message or "not found" in message)
+    )

@@ -22,14 +22,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from guard.aws import not_found
 from guard.model import Clock, Outcome, Resource
 from guard.scanners.endpoint import min_instances
 from guard.store import Store
-
-
-def _missing(exc: ClientError) -> bool:
-    error = exc.response.get("Error", {})
-    return "could not find" in str(error.get("Message", "")).lower()
 
 
 def _instances(variants: list[dict[str, Any]]) -> str:
@@ -61,7 +57,7 @@ def delete(
     try:
         config = client.describe_endpoint_config(EndpointConfigName=config_name)
     except ClientError as exc:
-        if not _missing(exc):
+        if not not_found(exc):
             raise
         # Without its config it could never be recreated: leave it for a person to decide.
         return Outcome(
@@ -195,7 +191,7 @@ def restore_endpoint(
     try:
         client.describe_endpoint_config(EndpointConfigName=config_name)
     except ClientError as exc:
-        if _missing(exc):
+        if not_found(exc):
             raise RestoreError(
                 f"cannot recreate endpoint {name}: its endpoint config {config_name} no longer "
                 "exists (someone deleted it after cost-guard deleted the endpoint)"
@@ -213,7 +209,7 @@ def _status(client: Any, name: str) -> str | None:
     try:
         return str(client.describe_endpoint(EndpointName=name)["EndpointStatus"])
     except ClientError as exc:
-        if _missing(exc):
+        if not_found(exc):
             return None
         raise
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard.aws import AWS_ERRORS, error_text
+from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
 from guard.scanning import (
@@ -44,15 +44,6 @@ def invocation_window(ctx: ScanContext) -> timedelta:
     return windows[-1] if windows else DEFAULT_WINDOW
 
 
-def _missing(exc: ClientError) -> bool:
-    # SageMaker answers a Describe of something deleted with ValidationException "Could not find".
-    error = exc.response.get("Error", {})
-    return "could not find" in str(error.get("Message", "")).lower() or error.get("Code") in (
-        "ResourceNotFound",
-        "ResourceNotFoundException",
-    )
-
-
 class _Configs:
     """Endpoint configs by name: first from what earlier scans stored, else DescribeEndpointConfig.
 
@@ -73,7 +64,7 @@ class _Configs:
             try:
                 described = self._client.describe_endpoint_config(EndpointConfigName=name)
             except ClientError as exc:
-                if not _missing(exc):
+                if not not_found(exc):
                     raise
                 self._variants[name] = None  # deleted while the endpoint kept running
             else:
@@ -103,7 +94,7 @@ def describe(
     try:
         described = client.describe_endpoint(EndpointName=name)
     except ClientError as exc:
-        if _missing(exc):
+        if not_found(exc):
             return None
         raise
     config_name = described["EndpointConfigName"]

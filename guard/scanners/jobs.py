@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard.aws import AWS_ERRORS, error_text
+from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.config import UTILIZATION_METRICS, Config
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource, parse_time, utilization_key
@@ -214,9 +214,8 @@ def _describe(client: Any, spec: KindSpec, name: str) -> dict[str, Any] | Except
         )
         return described
     except ClientError as exc:
-        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
         failure: Exception = exc  # botocore is untyped: name what this is
-        return None if "could not find" in message else failure
+        return None if not_found(exc) else failure
     except AWS_ERRORS as exc:
         failure = exc
         return failure
