@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from guard.aws import Aws
+from guard.aws import AWS_ERRORS, Aws, error_text
 from guard.config import Account, Config
 from guard.kinds import KindSpec
 from guard.model import Finding, Resource
@@ -55,6 +55,31 @@ class ScanContext:
 def pages(client: Any, operation: str, key: str, **params: Any) -> Iterable[dict[str, Any]]:
     for page in client.get_paginator(operation).paginate(**params):
         yield from page.get(key, [])
+
+
+def list_all(
+    client: Any,
+    target: Target,
+    spec: KindSpec,
+    keep: Callable[[dict[str, Any]], bool] = lambda item: True,
+) -> list[dict[str, Any]]:
+    """Every resource of a kind (100 per page, with the kind's list filters), and the listing
+    recorded as complete: only a complete listing may mark resources gone."""
+    items = pages(client, spec.list_operation, spec.list_key, MaxResults=100, **spec.list_params)
+    listed = [item for item in items if keep(item)]
+    target.scanned.add((target.account_id, target.region, spec.name))
+    return listed
+
+
+def tags_or_error(
+    ctx: ScanContext, target: Target, spec: KindSpec
+) -> tuple[dict[str, dict[str, str]], str | None]:
+    """(tags by ARN, None), or ({}, why) when they cannot be read: without tags, exemptions,
+    snoozes and heartbeats are invisible, so the caller makes its resources unknown."""
+    try:
+        return fetch_tags(ctx, target, spec), None
+    except AWS_ERRORS as exc:
+        return {}, f"tags unavailable: {error_text(exc)}"
 
 
 def fetch_tags(ctx: ScanContext, target: Target, spec: KindSpec) -> dict[str, dict[str, str]]:

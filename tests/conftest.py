@@ -74,6 +74,15 @@ def sim(_sim_server: Simulator, clock: ManualClock) -> Iterator[Simulator]:
     _sim_server.heal()
 
 
+@pytest.fixture
+def aws_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
+    """boto3's standard chain, pointed at the simulator (as the docs tell users to)."""
+    for key, value in sim.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return sim
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of this test run's own on the local Postgres server."""

@@ -1,4 +1,4 @@
-"""Test data shared by the pure tests: a notebook as one cycle saw it."""
+"""Test data shared by the tests: a notebook as one cycle saw it, and a Guard from rules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,30 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from guard.model import ActivitySource, Resource
+from guard.config import Config, Secrets
+from guard.cycle import Guard
+from guard.model import ActivitySource, ManualClock, Resource
+from guard.wiring import build_guard
+
+
+def guard_for(
+    clock: ManualClock,
+    db_url: str,
+    rules: list[dict[str, Any]],
+    secrets: Secrets | None = None,
+    **settings: Any,
+) -> Guard:
+    """A Guard with these rules and settings; AWS through boto3's default chain (pointed at
+    the simulator by the `aws_env` fixture), no Slack secrets unless given."""
+    cfg = Config.model_validate(
+        {
+            "database_url": db_url,
+            "rules": rules,
+            "secrets": secrets or Secrets.model_validate({}),
+            **settings,
+        }
+    )
+    return build_guard(cfg, clock)
 
 
 def notebook(now: datetime, name: str = "nb", **changes: Any) -> Resource:

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from guard.config import Config, Secrets
+from guard.config import Secrets
 from guard.cycle import Guard, run_cycle
 from guard.model import ManualClock
 from guard.sim import Simulator
 from guard.wiring import build_guard
+from tests.factories import guard_for
 from tests.fakeslack import FakeSlack
 
 IDLE_STOP = {"id": "idle", "kind": "notebook", "idle_for": "2h", "action": "stop", "grace": "30m"}
@@ -26,23 +27,10 @@ def make_guard(
     secrets: Secrets | None = None,
     **extra: Any,
 ) -> Guard:
-    cfg = Config.model_validate(
-        {
-            "database_url": db_url,
-            "rules": list(rules or (IDLE_STOP,)),
-            "secrets": secrets or Secrets.model_validate({}),
-            **extra,
-        }
-    )
-    return build_guard(cfg, clock)
+    return guard_for(clock, db_url, list(rules or (IDLE_STOP,)), secrets, **extra)
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """boto3's standard chain, pointed at the simulator (as the docs tell users to)."""
-    for key, value in sim.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+pytestmark = pytest.mark.usefixtures("aws_env")  # boto3 talks to the simulator
 
 
 def outcomes(report: dict[str, Any]) -> list[tuple[str, str]]:

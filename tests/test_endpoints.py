@@ -12,12 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from guard.cli import main
-from guard.config import Config, Secrets
 from guard.cycle import Guard, run_cycle
 from guard.endpoint_actions import RestoreError, restore_endpoint
 from guard.model import ActivitySource, ManualClock
 from guard.sim import Simulator
-from guard.wiring import build_guard
+from tests.factories import guard_for
 
 IDLE_DELETE = {
     "id": "idle-endpoints",
@@ -32,24 +31,10 @@ SCALE_TO_ZERO = IDLE_DELETE | {"id": "scale-idle", "action": "scale-to-zero", "g
 def make_guard(
     sim: Simulator, clock: ManualClock, db_url: str, *rules: dict[str, Any], **extra: Any
 ) -> Guard:
-    cfg = Config.model_validate(
-        {
-            "database_url": db_url,
-            "kinds": ["endpoint"],
-            "rules": list(rules or (IDLE_DELETE,)),
-            "secrets": Secrets.model_validate({}),
-            **extra,
-        }
-    )
-    return build_guard(cfg, clock)
+    return guard_for(clock, db_url, list(rules or (IDLE_DELETE,)), kinds=["endpoint"], **extra)
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """boto3's standard chain, pointed at the simulator (as the docs tell users to)."""
-    for key, value in sim.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+pytestmark = pytest.mark.usefixtures("aws_env")  # boto3 talks to the simulator
 
 
 def outcomes(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -13,12 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from guard.cli import main
-from guard.config import Config, Secrets
 from guard.cycle import Guard, run_cycle
 from guard.model import ManualClock, Resource
 from guard.pricing import PriceBook, bundled_prices
 from guard.sim import Simulator
-from guard.wiring import build_guard
+from tests.factories import guard_for
 
 JOB_KINDS = ["training_job", "processing_job", "transform_job"]
 LONG_TRAINING = {
@@ -39,27 +38,13 @@ TRANSFORM_PRICE = {("ml.m5.xlarge", "us-east-1", "BatchTransform"): Decimal("0.2
 
 
 def make_guard(clock: ManualClock, db_url: str, *rules: dict[str, Any], **extra: Any) -> Guard:
-    cfg = Config.model_validate(
-        {
-            "database_url": db_url,
-            # Only the job kinds: this file is about them, and other kinds add calls.
-            "kinds": JOB_KINDS,
-            "rules": list(rules),
-            "secrets": Secrets.model_validate({}),
-            **extra,
-        }
-    )
-    guard = build_guard(cfg, clock)
+    # Only the job kinds: this file is about them, and other kinds add calls.
+    guard = guard_for(clock, db_url, list(rules), kinds=JOB_KINDS, **extra)
     guard.prices = PriceBook({**bundled_prices(), **TRANSFORM_PRICE})
     return guard
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """boto3's standard chain, pointed at the simulator (as the docs tell users to)."""
-    for key, value in sim.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+pytestmark = pytest.mark.usefixtures("aws_env")  # boto3 talks to the simulator
 
 
 def outcomes(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -13,11 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from guard.cli import main
-from guard.config import Config, Secrets
 from guard.cycle import Guard, run_cycle
 from guard.model import ManualClock
 from guard.sim import Simulator
-from guard.wiring import build_guard
+from tests.factories import guard_for
 
 IDLE_DELETE = {
     "id": "idle-studio",
@@ -30,23 +29,10 @@ HEARTBEAT = "cost-guard:last-activity"
 
 
 def make_guard(clock: ManualClock, db_url: str, *rules: dict[str, Any], **extra: Any) -> Guard:
-    cfg = Config.model_validate(
-        {
-            "database_url": db_url,
-            "kinds": ["studio_app"],
-            "rules": list(rules or (IDLE_DELETE,)),
-            "secrets": Secrets.model_validate({}),
-            **extra,
-        }
-    )
-    return build_guard(cfg, clock)
+    return guard_for(clock, db_url, list(rules or (IDLE_DELETE,)), kinds=["studio_app"], **extra)
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in sim.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+pytestmark = pytest.mark.usefixtures("aws_env")  # boto3 talks to the simulator
 
 
 def alice_space(sim: Simulator, *, idle_shutdown: bool = False) -> str:

@@ -24,11 +24,11 @@ from guard.scanning import (
     ScanContext,
     Target,
     concurrently,
-    fetch_tags,
+    list_all,
     metric_data,
     metric_period,
-    pages,
     rule_windows,
+    tags_or_error,
     utc,
 )
 
@@ -182,18 +182,10 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     client = ctx.aws.client(target.account, target.region, "sagemaker")
     # Every status is listed (not only InService): an endpoint that is Updating still exists
     # and bills, and one missing from a complete listing would be recorded as gone.
-    listed = list(pages(client, spec.list_operation, spec.list_key, MaxResults=100))
-    target.scanned.add((target.account_id, target.region, spec.name))
+    listed = list_all(client, target, spec)
     if not listed:
         return
-
-    shared_error: str | None = None
-    tags: dict[str, dict[str, str]] = {}
-    try:
-        tags = fetch_tags(ctx, target, spec)
-    except AWS_ERRORS as exc:
-        # Without tags we cannot know exemptions or snoozes: nothing here may be acted on.
-        shared_error = f"tags unavailable: {error_text(exc)}"
+    tags, shared_error = tags_or_error(ctx, target, spec)
 
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
     configs = _Configs(client, known)

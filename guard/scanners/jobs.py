@@ -27,10 +27,10 @@ from guard.scanning import (
     ScanContext,
     Target,
     concurrently,
-    fetch_tags,
+    list_all,
     metric_data,
     metric_period,
-    pages,
+    tags_or_error,
     utc,
 )
 
@@ -127,20 +127,10 @@ def _cached(details: Mapping[str, Any]) -> bool:
 
 def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     client = ctx.aws.client(target.account, target.region, "sagemaker")
-    listed = list(
-        pages(client, spec.list_operation, spec.list_key, MaxResults=100, **spec.list_params)
-    )
-    target.scanned.add((target.account_id, target.region, spec.name))
+    listed = list_all(client, target, spec)
     if not listed:
         return
-
-    evidence_error: str | None = None
-    tags: dict[str, dict[str, str]] = {}
-    try:
-        tags = fetch_tags(ctx, target, spec)
-    except AWS_ERRORS as exc:
-        # Without tags we cannot know exemptions or snoozes: nothing here may be acted on.
-        evidence_error = f"tags unavailable: {error_text(exc)}"
+    tags, evidence_error = tags_or_error(ctx, target, spec)
 
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
     details, failed = _job_facts(client, spec, listed, known, target)

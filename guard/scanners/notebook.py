@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, error_text
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource, parse_time
-from guard.scanning import ScanContext, Target, fetch_tags, pages, utc
+from guard.scanning import ScanContext, Target, list_all, tags_or_error, utc
 
 NOTEBOOK_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
 JUPYTER_STREAM_SUFFIX = "/jupyter.log"
@@ -64,18 +64,10 @@ def jupyter_activity(
 def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     cfg, now = ctx.cfg, ctx.now
     client = ctx.aws.client(target.account, target.region, "sagemaker")
-    listed = list(pages(client, spec.list_operation, spec.list_key, MaxResults=100))
-    target.scanned.add((target.account_id, target.region, spec.name))
+    listed = list_all(client, target, spec)
     if not listed:
         return
-
-    evidence_error: str | None = None
-    tags: dict[str, dict[str, str]] = {}
-    try:
-        tags = fetch_tags(ctx, target, spec)
-    except AWS_ERRORS as exc:
-        # Without tags we cannot know exemptions or snoozes: nothing here may be acted on.
-        evidence_error = f"tags unavailable: {error_text(exc)}"
+    tags, evidence_error = tags_or_error(ctx, target, spec)
 
     source = "notebook-jupyter-log"
     cursor = ctx.store.scan_cursor(target.account_id, target.region, source)

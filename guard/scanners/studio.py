@@ -23,7 +23,7 @@ from typing import Any
 from guard.aws import AWS_ERRORS, error_text
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Finding, Resource, parse_time
-from guard.scanning import ScanContext, Target, fetch_tags, pages, utc
+from guard.scanning import ScanContext, Target, list_all, pages, tags_or_error, utc
 from guard.store import Store
 
 PAGE = 100  # MaxResults of ListApps, ListSpaces, ListUserProfiles and ListDomains
@@ -89,24 +89,15 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     client = ctx.aws.client(target.account, target.region, "sagemaker")
     # Without DomainIdEquals, ListApps pages through the apps of every domain at once.
     # A Deleted app stays listed for a while but no longer exists: treated as gone.
-    listed = [
-        app
-        for app in pages(client, spec.list_operation, spec.list_key, MaxResults=PAGE)
-        if app.get(spec.status_field) != "Deleted"
-    ]
-    target.scanned.add((target.account_id, target.region, spec.name))
+    listed = list_all(
+        client, target, spec, keep=lambda app: app.get(spec.status_field) != "Deleted"
+    )
     spaces = _spaces(ctx, target, client) if any(a.get("SpaceName") for a in listed) else {}
     _idle_shutdown_findings(ctx, target, client, spaces)
     if not listed:
         return
 
-    evidence_error: str | None = None
-    tags: dict[str, dict[str, str]] = {}
-    try:
-        tags = fetch_tags(ctx, target, spec)
-    except AWS_ERRORS as exc:
-        # Without tags there is no exemption, snooze or heartbeat to see: nothing may act.
-        evidence_error = f"tags unavailable: {error_text(exc)}"
+    tags, evidence_error = tags_or_error(ctx, target, spec)
     arns = {id(app): app_arn(target.region, target.account_id, app) for app in listed}
     needs_owner = any(ctx.cfg.tags.owner not in tags.get(arn, {}) for arn in arns.values())
     profile_owners = _profile_owner_tags(ctx, target) if needs_owner else {}
