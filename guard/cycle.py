@@ -96,59 +96,72 @@ def _cycle(guard: Guard) -> dict[str, Any]:
 
 
 def _apply(guard: Guard, decisions: list[Decision]) -> dict[str, list[dict[str, Any]]]:
-    """Carry out the decisions in order: open/close episodes, act, queue Slack messages."""
-    cfg, store, now = guard.cfg, guard.store, guard.clock.now()
-    assert guard.notifier is not None
+    """Carry out the decisions: open/close episodes, act, queue Slack messages.
+
+    Warnings and resolutions only touch our database, so they share one transaction (a first
+    cycle over a big estate may warn about thousands). Actions come after them, each outside
+    any batch: its intent is committed before its AWS call.
+    """
     applied: dict[str, list[dict[str, Any]]] = {"warnings": [], "actions": [], "resolved": []}
     opened: dict[tuple[str, str], int] = {}
-
+    with guard.store.batch():
+        for d in decisions:
+            if d.step is Step.WARN:
+                opened[(d.resource.arn, d.rule_id)] = _warn(guard, d)
+                applied["warnings"].append(_entry(d))
+            elif d.step is Step.RESOLVE and d.episode_id is not None:
+                guard.store.end_episode(d.episode_id, guard.clock.now(), d.reason)
+                _tell(guard, d, d.episode_id, "resolved", d.reason)
+                applied["resolved"].append(_entry(d))
     for d in decisions:
-        res = d.resource
-        entry = {
-            "arn": res.arn,
-            "kind": res.kind,
-            "name": res.name,
-            "rule": d.rule_id,
-            "reason": d.reason,
-        }
-        if d.step is Step.WARN:
-            episode_id = store.start_episode(res.arn, d.rule_id, now, d.deadline)
-            opened[(res.arn, d.rule_id)] = episode_id
-            detail = d.reason + (
-                f"; {d.action} due at {d.deadline.isoformat()}"
-                if d.deadline and d.action != "notify"
-                else ""
-            )
-            store.record_action(
-                res, rule_id=d.rule_id, episode_id=episode_id, action="warn",
-                mode=cfg.mode, outcome="warned", detail=detail, now=now,
-            )  # fmt: skip
-            guard.notifier.notify(_notice(d, episode_id, "warned", cfg.mode))
-            applied["warnings"].append(entry)
-        elif d.step is Step.ACT:
-            episode_id = d.episode_id or opened[(res.arn, d.rule_id)]
-            outcome = guard.actions.execute(
-                res, d.action, rule_id=d.rule_id, episode_id=episode_id, reason=d.reason
-            )
-            store.mark_acted(episode_id, now)
-            state = {"dry-run": "would-act", "failed": "failed"}.get(outcome.outcome, "acted")
-            guard.notifier.notify(_notice(d, episode_id, state, cfg.mode, outcome.detail))
-            applied["actions"].append(
-                {
-                    **entry,
-                    "action": d.action,
-                    "mode": cfg.mode,
-                    "outcome": outcome.outcome,
-                    "detail": outcome.detail,
-                    # what it cost per hour when acted on: what a done action saves
-                    "usd_per_hour": money(res.usd_per_hour),
-                }
-            )
-        elif d.step is Step.RESOLVE and d.episode_id is not None:
-            store.end_episode(d.episode_id, now, d.reason)
-            guard.notifier.notify(_notice(d, d.episode_id, "resolved", cfg.mode, d.reason))
-            applied["resolved"].append(entry)
+        if d.step is Step.ACT:
+            episode_id = d.episode_id or opened[(d.resource.arn, d.rule_id)]
+            applied["actions"].append(_act(guard, d, episode_id))
     return applied
+
+
+def _entry(d: Decision) -> dict[str, Any]:
+    res = d.resource
+    return {"arn": res.arn, "kind": res.kind, "name": res.name, "rule": d.rule_id,
+            "reason": d.reason}  # fmt: skip
+
+
+def _warn(guard: Guard, d: Decision) -> int:
+    cfg, store, now, res = guard.cfg, guard.store, guard.clock.now(), d.resource
+    episode_id = store.start_episode(res.arn, d.rule_id, now, d.deadline)
+    due = ""
+    if d.deadline and d.action != "notify":
+        due = f"; {d.action} due at {d.deadline.isoformat()}"
+    store.record_action(
+        res, rule_id=d.rule_id, episode_id=episode_id, action="warn",
+        mode=cfg.mode, outcome="warned", detail=d.reason + due, now=now,
+    )  # fmt: skip
+    _tell(guard, d, episode_id, "warned")
+    return episode_id
+
+
+def _act(guard: Guard, d: Decision, episode_id: int) -> dict[str, Any]:
+    res, mode = d.resource, guard.cfg.mode
+    outcome = guard.actions.execute(
+        res, d.action, rule_id=d.rule_id, episode_id=episode_id, reason=d.reason
+    )
+    guard.store.mark_acted(episode_id, guard.clock.now())
+    state = {"dry-run": "would-act", "failed": "failed"}.get(outcome.outcome, "acted")
+    _tell(guard, d, episode_id, state, outcome.detail)
+    return {
+        **_entry(d),
+        "action": d.action,
+        "mode": mode,
+        "outcome": outcome.outcome,
+        "detail": outcome.detail,
+        # what it cost per hour when acted on: what a done action saves
+        "usd_per_hour": money(res.usd_per_hour),
+    }
+
+
+def _tell(guard: Guard, d: Decision, episode_id: int, state: str, detail: str = "") -> None:
+    assert guard.notifier is not None
+    guard.notifier.notify(_notice(d, episode_id, state, guard.cfg.mode, detail))
 
 
 def _notice(d: Decision, episode_id: int, state: str, mode: str, detail: str = "") -> Notice:

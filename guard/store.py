@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -118,11 +119,29 @@ class Store:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._batch: tuple[int, Session] | None = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
+        """A transaction, committed on exit; inside `batch()` (same thread), the batch's."""
+        batch = self._batch
+        if batch is not None and batch[0] == threading.get_ident():
+            yield batch[1]
+            return
         with self._sessions.begin() as session:
             yield session
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many small writes into one transaction (a cycle's warnings: thousands on a
+        first run over a big estate). Never around an AWS mutation: an action's intent must be
+        committed before its call, so actions run outside any batch."""
+        with self._sessions.begin() as session:
+            self._batch = (threading.get_ident(), session)
+            try:
+                yield
+            finally:
+                self._batch = None
 
     def close(self) -> None:
         self.engine.dispose()

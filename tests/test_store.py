@@ -117,3 +117,34 @@ def test_cycle_lock_excludes_a_second_holder(store: Store) -> None:
             assert again
     finally:
         other.close()
+
+
+def test_a_batch_commits_once_and_only_its_own_thread_joins_it(store: Store, clock) -> None:
+    import threading
+
+    def queue(key: str) -> None:
+        store.enqueue(
+            key=key, arn=None, episode_id=None, operation="post", channel=None,
+            payload={}, now=clock.now(),
+        )  # fmt: skip
+
+    seen_from_other_thread: list[int] = []
+    with store.batch():
+        queue("a")
+        queue("b")
+        # Another thread (another connection) sees nothing until the batch commits.
+        other = threading.Thread(
+            target=lambda: seen_from_other_thread.append(len(store.pending_messages()))
+        )
+        other.start()
+        other.join()
+        assert len(store.pending_messages()) == 2  # this thread reads its own writes
+    assert seen_from_other_thread == [0]
+    assert len(store.pending_messages()) == 2
+    try:
+        with store.batch():
+            queue("c")
+            raise RuntimeError("crash mid-batch")
+    except RuntimeError:
+        pass
+    assert len(store.pending_messages()) == 2  # all or nothing
