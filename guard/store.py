@@ -127,6 +127,10 @@ class Store:
         batch = self._batch
         if batch is not None and batch[0] == threading.get_ident():
             yield batch[1]
+            # Written, then forgotten: a session that kept thousands of objects would make
+            # every later flush walk all of them.
+            batch[1].flush()
+            batch[1].expunge_all()
             return
         with self._sessions.begin() as session:
             yield session
