@@ -33,7 +33,7 @@ test: lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP_TEST)
-	$(BIN)/python -m bench.cycle_bench
+	$(BIN)/python -m bench.cycle_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
