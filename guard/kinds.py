@@ -118,19 +118,46 @@ NOTEBOOK = KindSpec(
 )
 
 
-def _stop_job(kind: str, operation: str, permission: str) -> dict[str, ActionSpec]:
-    return {
-        "stop": ActionSpec(
-            name="stop",
-            operation=operation,
-            permission=permission,
-            valid_states=("InProgress",),
-            done_states=("Stopping", "Stopped", "Completed", "Failed"),
-            verb_past="stopped",
-            verb_would="would stop",
-            keeps=f"The {kind}'s output written so far and its logs are kept.",
-        )
-    }
+def _job_kind(
+    noun: str, title: str, component: str, console: str, utilization_namespace: str = ""
+) -> KindSpec:
+    """A SageMaker job kind: every name in its API follows from `noun` ("TrainingJob")."""
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in noun).lstrip("_")
+    reads = [f"sagemaker:List{noun}s", f"sagemaker:Describe{noun}", "tag:GetResources"]
+    if utilization_namespace:
+        reads.append("cloudwatch:GetMetricData")
+    return KindSpec(
+        name=snake,
+        title=title,
+        price_component=component,
+        list_operation=f"list_{snake}s",
+        describe_operation=f"describe_{snake}",
+        read_permissions=tuple(reads),
+        arn_pattern=f"arn:aws:sagemaker:*:*:{snake.replace('_', '-')}/*",
+        name_param=f"{noun}Name",
+        list_key=f"{noun}Summaries",
+        arn_field=f"{noun}Arn",
+        name_field=f"{noun}Name",
+        status_field=f"{noun}Status",
+        type_field="InstanceType",  # from Describe; where is in guard/scanners/jobs.py
+        tagging_type=f"sagemaker:{snake.replace('_', '-')}",
+        running_states=("InProgress",),
+        console_path=f"sagemaker/home?region={{region}}#/{console}/{{name}}",
+        actions={
+            "stop": ActionSpec(
+                name="stop",
+                operation=f"stop_{snake}",
+                permission=f"sagemaker:Stop{noun}",
+                valid_states=("InProgress",),
+                done_states=("Stopping", "Stopped", "Completed", "Failed"),
+                verb_past="stopped",
+                verb_would="would stop",
+                keeps=f"The {title}'s output written so far and its logs are kept.",
+            )
+        },
+        list_params={"StatusEquals": "InProgress"},
+        utilization_namespace=utilization_namespace,
+    )
 
 
 ENDPOINT = KindSpec(
@@ -185,84 +212,14 @@ ENDPOINT = KindSpec(
     },
 )
 
-TRAINING_JOB = KindSpec(
-    name="training_job",
-    title="training job",
-    price_component="Training",
-    list_operation="list_training_jobs",
-    describe_operation="describe_training_job",
-    read_permissions=(
-        "sagemaker:ListTrainingJobs",
-        "sagemaker:DescribeTrainingJob",
-        "tag:GetResources",
-        "cloudwatch:GetMetricData",
-    ),
-    arn_pattern="arn:aws:sagemaker:*:*:training-job/*",
-    name_param="TrainingJobName",
-    list_key="TrainingJobSummaries",
-    arn_field="TrainingJobArn",
-    name_field="TrainingJobName",
-    status_field="TrainingJobStatus",
-    type_field="InstanceType",  # ResourceConfig.InstanceType, from Describe
-    tagging_type="sagemaker:training-job",
-    running_states=("InProgress",),
-    console_path="sagemaker/home?region={region}#/jobs/{name}",
-    actions=_stop_job("training job", "stop_training_job", "sagemaker:StopTrainingJob"),
-    list_params={"StatusEquals": "InProgress"},
-    utilization_namespace="/aws/sagemaker/TrainingJobs",
+TRAINING_JOB = _job_kind(
+    "TrainingJob", "training job", "Training", "jobs", "/aws/sagemaker/TrainingJobs"
 )
-
-PROCESSING_JOB = KindSpec(
-    name="processing_job",
-    title="processing job",
-    price_component="Processing",
-    list_operation="list_processing_jobs",
-    describe_operation="describe_processing_job",
-    read_permissions=(
-        "sagemaker:ListProcessingJobs",
-        "sagemaker:DescribeProcessingJob",
-        "tag:GetResources",
-        "cloudwatch:GetMetricData",
-    ),
-    arn_pattern="arn:aws:sagemaker:*:*:processing-job/*",
-    name_param="ProcessingJobName",
-    list_key="ProcessingJobSummaries",
-    arn_field="ProcessingJobArn",
-    name_field="ProcessingJobName",
-    status_field="ProcessingJobStatus",
-    type_field="InstanceType",  # ProcessingResources.ClusterConfig.InstanceType
-    tagging_type="sagemaker:processing-job",
-    running_states=("InProgress",),
-    console_path="sagemaker/home?region={region}#/processing-jobs/{name}",
-    actions=_stop_job("processing job", "stop_processing_job", "sagemaker:StopProcessingJob"),
-    list_params={"StatusEquals": "InProgress"},
-    utilization_namespace="/aws/sagemaker/ProcessingJobs",
-)
-
-TRANSFORM_JOB = KindSpec(
-    name="transform_job",
-    title="batch transform job",
-    price_component="BatchTransform",
-    list_operation="list_transform_jobs",
-    describe_operation="describe_transform_job",
-    read_permissions=(
-        "sagemaker:ListTransformJobs",
-        "sagemaker:DescribeTransformJob",
-        "tag:GetResources",
-    ),
-    arn_pattern="arn:aws:sagemaker:*:*:transform-job/*",
-    name_param="TransformJobName",
-    list_key="TransformJobSummaries",
-    arn_field="TransformJobArn",
-    name_field="TransformJobName",
-    status_field="TransformJobStatus",
-    type_field="InstanceType",  # TransformResources.InstanceType
-    tagging_type="sagemaker:transform-job",
-    running_states=("InProgress",),
-    console_path="sagemaker/home?region={region}#/transform-jobs/{name}",
-    actions=_stop_job("transform job", "stop_transform_job", "sagemaker:StopTransformJob"),
-    list_params={"StatusEquals": "InProgress"},
-)
+PROCESSING_JOB = _job_kind(
+    "ProcessingJob", "processing job", "Processing", "processing-jobs",
+    "/aws/sagemaker/ProcessingJobs",
+)  # fmt: skip
+TRANSFORM_JOB = _job_kind("TransformJob", "batch transform job", "BatchTransform", "transform-jobs")
 
 STUDIO_APP = KindSpec(
     name="studio_app",

@@ -334,3 +334,26 @@ def test_dry_run_deletes_nothing(sim: Simulator, clock: ManualClock, db_url: str
     assert sim.endpoint_status("idle") == "InService"
     assert "sagemaker:DeleteEndpoint" not in sim.request_counts
     assert guard.store.restore_record("endpoint", "idle") is None
+
+
+def test_interrupted_delete_is_reconciled_from_the_live_endpoint(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_endpoint("gone", created_at=clock.now() - timedelta(days=2))
+    sim.add_endpoint("kept", created_at=clock.now() - timedelta(days=2))
+    guard = make_guard(sim, clock, db_url, IDLE_DELETE | {"grace": "1h"}, mode="enforce")
+    run_cycle(guard)  # warned only
+    intents = {}
+    for res in guard.store.resources():
+        # A crash after the intent was committed: AWS took the delete of "gone" only.
+        intents[res.name] = guard.store.record_action(
+            res, rule_id="idle-delete", episode_id=None, action="delete", mode="enforce",
+            outcome="intended", detail="", now=clock.now(),
+        )  # fmt: skip
+    sim.client("sagemaker").delete_endpoint(EndpointName="gone")
+
+    restarted = guard_for(clock, db_url, [IDLE_DELETE], kinds=["endpoint"], mode="enforce")
+    rows = {r.id: r for r in restarted.store.audit(clock.now() - timedelta(days=1))}
+    assert rows[intents["gone"]].outcome == "done" and "Gone" in rows[intents["gone"]].detail
+    assert rows[intents["kept"]].outcome == "failed"
+    assert "InService" in rows[intents["kept"]].detail
