@@ -203,7 +203,88 @@ class SlackConfig(_Frozen):
 
 
 class PricingConfig(_Frozen):
-    source: Literal["bundled"] = "bundled"
+    """Where $/h comes from: the AWS Price List API (cached in the database, refreshed when
+    older than `refresh_every`), with the bundled table as the fallback; or the bundled
+    table only."""
+
+    source: Literal["api", "bundled"] = "api"
+    refresh_every: Duration = timedelta(days=1)
+    # after a failed refresh, how long to run on the fallback before trying the API again
+    retry_after: Duration = timedelta(hours=1)
+    api_region: str = "us-east-1"  # the Price List API answers in us-east-1 and ap-south-1
+
+
+class AccrualConfig(_Frozen):
+    """Spend is $/h x time running between consecutive snapshots. A longer gap between two
+    snapshots (the daemon was down) is recorded as unobserved instead of guessed."""
+
+    max_gap: Duration = timedelta(minutes=30)
+
+
+class BudgetScope(_Frozen):
+    """Which resources a budget counts (all optional, ANDed; empty = everything)."""
+
+    accounts: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    tags: dict[str, str] = Field(default_factory=dict)  # key -> value, or "*" for any value
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; known kinds: {', '.join(sorted(KINDS))}")
+        return kinds
+
+
+class Budget(_Frozen):
+    """A rule over money: spend in a period against a limit.
+
+    ```yaml
+    - id: ml-team-month
+      period: month
+      limit_usd: 2000
+      scope: {tags: {team: ml}}
+      warn_at: [0.5, 0.8, 1.0]
+      act_at: 1.0
+      action: stop
+    ```
+    """
+
+    id: str = Field(min_length=1)
+    period: Literal["day", "week", "month"]
+    limit_usd: Decimal = Field(gt=0)
+    scope: BudgetScope = BudgetScope()
+    warn_at: tuple[float, ...] = ()  # fractions of the limit; one message each per period
+    act_at: float | None = None  # over this fraction, idle resources in scope get `action`
+    action: str | None = None
+    # what "idle" means for act_at: no activity for this long (never unknown, never exempt)
+    idle_for: Duration = timedelta(hours=1)
+    channel: str | None = None  # Slack channel for this budget's messages
+
+    @model_validator(mode="after")
+    def _act_needs_action(self) -> Budget:
+        if any(t <= 0 for t in self.warn_at) or (self.act_at is not None and self.act_at <= 0):
+            raise ValueError("warn_at and act_at are fractions of limit_usd and must be > 0")
+        if (self.act_at is None) != (self.action is None):
+            raise ValueError("act_at and action go together: give both or neither")
+        if self.action is not None:
+            kinds = self.scope.kinds or tuple(KINDS)
+            if not any(self.action in KINDS[k].actions for k in kinds):
+                offered = sorted({a for k in kinds for a in KINDS[k].actions})
+                raise ValueError(
+                    f"action {self.action!r} is available for none of the kinds in scope "
+                    f"(available: {', '.join(offered)})"
+                )
+        return self
+
+
+class CostExplorerConfig(_Frozen):
+    """Optional: replace the estimate for closed days with Cost Explorer's figure
+    (GetCostAndUsage costs $0.01 per request, so it is off by default)."""
+
+    enabled: bool = False
 
 
 class Secrets(BaseSettings):
@@ -249,6 +330,9 @@ class Config(BaseSettings):
     slack: SlackConfig = SlackConfig()
     rules: tuple[Rule, ...] = ()
     pricing: PricingConfig = PricingConfig()
+    accrual: AccrualConfig = AccrualConfig()
+    budgets: tuple[Budget, ...] = ()
+    cost_explorer: CostExplorerConfig = CostExplorerConfig()
     # CloudWatch's lastEventTimestamp is eventually consistent, so each incremental log scan
     # reaches back this far before the previous one to catch late updates.
     activity_log_overlap: Duration = timedelta(minutes=15)
@@ -295,11 +379,15 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> Config:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.id in seen:
-                raise ValueError(f"rule id {rule.id!r} is used twice")
-            seen.add(rule.id)
+        for label, ids in (
+            ("rule", [r.id for r in self.rules]),
+            ("budget", [b.id for b in self.budgets]),
+        ):
+            seen: set[str] = set()
+            for ident in ids:
+                if ident in seen:
+                    raise ValueError(f"{label} id {ident!r} is used twice")
+                seen.add(ident)
         return self
 
     @property
@@ -380,11 +468,11 @@ def _describe(source: str, raw: dict[str, Any], exc: ValidationError) -> str:
     for error in exc.errors():
         loc = list(error["loc"])
         where: list[str] = []
-        if len(loc) >= 2 and loc[0] in ("rules", "accounts") and isinstance(loc[1], int):
+        if len(loc) >= 2 and loc[0] in ("rules", "accounts", "budgets") and isinstance(loc[1], int):
             items = raw.get(str(loc[0])) or []
             item = items[loc[1]] if loc[1] < len(items) else {}
             ident = item.get("id") if isinstance(item, dict) else None
-            label = "rule" if loc[0] == "rules" else "account"
+            label = {"rules": "rule", "accounts": "account", "budgets": "budget"}[str(loc[0])]
             where.append(f"{label} {ident!r}" if ident else f"{loc[0]}[{loc[1]}]")
             loc = loc[2:]
         field_name = ".".join(str(part) for part in loc) or "(entry)"

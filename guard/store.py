@@ -11,7 +11,9 @@ import os
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
 import filelock
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from guard.model import ActivitySource, Episode, Resource
 from guard.tables import (
+    AccrualRow,
     ActionRow,
     Base,
     CycleRow,
@@ -110,6 +113,18 @@ def _episode(row: EpisodeRow) -> Episode:
         deadline=row.deadline,
         acted_at=row.acted_at,
     )
+
+
+@dataclass(frozen=True)
+class Accrued:
+    """Estimated spend of one resource on one day (configured timezone)."""
+
+    arn: str
+    day: date
+    usd: Decimal
+    running_seconds: int
+    unpriced_seconds: int  # running while its $/h was unknown: spend not counted
+    unobserved_seconds: int  # a gap in observation: not counted either
 
 
 class Store:
@@ -290,6 +305,25 @@ class Store:
             )
             return {arn: dict(details) for arn, details in s.execute(query) if details}
 
+    # --- accrued spend ----------------------------------------------------------------
+
+    def accruals(self, start: date, end: date, arns: set[str] | None = None) -> list[Accrued]:
+        """Per-resource, per-day spend for days in [start, end), optionally for some ARNs."""
+        with self.session() as s:
+            query = select(AccrualRow).where(AccrualRow.day >= start, AccrualRow.day < end)
+            rows = [
+                Accrued(
+                    arn=row.arn,
+                    day=row.day,
+                    usd=row.usd,
+                    running_seconds=row.running_seconds,
+                    unpriced_seconds=row.unpriced_seconds,
+                    unobserved_seconds=row.unobserved_seconds,
+                )
+                for row in s.scalars(query)
+            ]
+        return rows if arns is None else [a for a in rows if a.arn in arns]
+
     # --- restore records ---------------------------------------------------------------
 
     def save_restore_record(
@@ -423,6 +457,7 @@ class Store:
                 outcome=outcome,
                 detail=detail,
                 finished_at=None if outcome == "intended" else now,
+                usd_per_hour=res.usd_per_hour,
             )
             s.add(row)
             s.flush()

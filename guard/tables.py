@@ -6,13 +6,14 @@ migrations in `migrations/`; `upgrade()` applies them. Queries live in `guard.st
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Date,
     DateTime,
     Engine,
     ForeignKey,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     create_engine,
     event,
 )
@@ -60,7 +62,12 @@ Money = Numeric(14, 6)
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money, dict[str, Any]: JSON}
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        date: Date(),
+        Decimal: Money,
+        dict[str, Any]: JSON,
+    }
 
 
 class ResourceRow(Base):
@@ -146,6 +153,8 @@ class ActionRow(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
     finished_at: Mapped[datetime | None]
+    # what the resource cost per hour when acted on: what a done stop/delete saves per hour
+    usd_per_hour: Mapped[Decimal | None]
 
 
 class SnoozeRow(Base):
@@ -213,6 +222,74 @@ class RestoreRecordRow(Base):
     action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id"))
     record: Mapped[dict[str, Any]]  # e.g. endpoint name, config name, variants, tags
     restored_at: Mapped[datetime | None]
+
+
+class AccrualRow(Base):
+    """Estimated spend of one resource on one day (in the configured timezone).
+
+    Built from consecutive snapshots: $/h x time running between two observations. Time the
+    guard could not see (a gap longer than `accrual.max_gap`) is counted, not guessed.
+    """
+
+    __tablename__ = "accruals"
+
+    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True, index=True)
+    usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    running_seconds: Mapped[int] = mapped_column(default=0)
+    unpriced_seconds: Mapped[int] = mapped_column(default=0)  # running, but $/h unknown
+    unobserved_seconds: Mapped[int] = mapped_column(default=0)  # a gap the guard did not see
+
+
+class PriceRow(Base):
+    """An on-demand price from the AWS Price List API, cached with its fetch time."""
+
+    __tablename__ = "prices"
+
+    instance_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    component: Mapped[str] = mapped_column(String(64), primary_key=True)
+    usd_per_hour: Mapped[Decimal]
+    usage_type: Mapped[str] = mapped_column(String(128), default="")
+    fetched_at: Mapped[datetime]
+
+
+class PriceRefreshRow(Base):
+    """One attempt to refresh prices from the Price List API, successful or not."""
+
+    __tablename__ = "price_refreshes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    ok: Mapped[bool]
+    prices: Mapped[int] = mapped_column(default=0)  # how many prices were stored
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class BudgetAlertRow(Base):
+    """A budget threshold (or the forecast) crossed in one period: told once per period."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (UniqueConstraint("budget_id", "period_start", "threshold"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    budget_id: Mapped[str] = mapped_column(String(128))
+    period_start: Mapped[date]
+    threshold: Mapped[str] = mapped_column(String(32))  # "0.5", "1.0", or "forecast"
+    at: Mapped[datetime]
+    spend_usd: Mapped[Decimal]
+    forecast_usd: Mapped[Decimal | None]
+
+
+class ActualCostRow(Base):
+    """Cost Explorer's figure for one closed day and scope (a budget, or "all")."""
+
+    __tablename__ = "actual_costs"
+
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    usd: Mapped[Decimal]
+    fetched_at: Mapped[datetime]
 
 
 def make_engine(url: str) -> Engine:
