@@ -139,7 +139,7 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     if scan:
         result = scan_aws(ScanContext(cfg, guard.aws, guard.store, guard.prices, now))
         scanned = [asdict(f) for f in result.findings]
-        guard.store.save_snapshot(result.resources, result.scanned, now)
+        guard.store.save_snapshot(result.resources, result.scanned, now, cfg.accrual_policy)
         for error in result.errors:
             err.print(f"[red]scan error[/red]: {error}", highlight=False)
     resources = [r for r in guard.store.resources() if show_all or r.running]

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from guard.accrual import Policy as AccrualPolicy
 from guard.kinds import KINDS, NOTIFY
 
 DEFAULT_CONFIG_FILE = "cost-guard.yaml"
@@ -393,6 +394,10 @@ class Config(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def accrual_policy(self) -> AccrualPolicy:
+        return AccrualPolicy(tz=self.tz, max_gap=self.accrual.max_gap)
 
     @property
     def enforce(self) -> bool:

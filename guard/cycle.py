@@ -68,7 +68,7 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     guard.aws.counter.reset()
 
     result = scan(ScanContext(cfg, guard.aws, store, guard.prices, started))
-    store.save_snapshot(result.resources, result.scanned, started)
+    store.save_snapshot(result.resources, result.scanned, started, cfg.accrual_policy)
     for account, region, source, at in result.cursors:
         store.set_scan_cursor(account, region, source, at)
 

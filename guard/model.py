@@ -94,6 +94,9 @@ class Resource:
     # Peak utilization seen over a rule's window, keyed by `utilization_key(metric, window)`
     # ("gpu/3600"). A key is present only when the metrics cover the whole window.
     utilization: dict[str, float] = field(default_factory=dict)
+    # When it stopped running, where AWS says so (a stopped notebook's LastModifiedTime);
+    # lets the accrual end at the real stop instead of estimating it. Not stored.
+    stopped_since: datetime | None = None
 
     @property
     def unknown(self) -> bool:

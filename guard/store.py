@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import filelock
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from guard import accrual
 from guard.model import ActivitySource, Episode, Resource
 from guard.tables import (
     AccrualRow,
@@ -205,22 +207,49 @@ class Store:
     # --- resources -------------------------------------------------------------------
 
     def save_snapshot(
-        self, resources: Sequence[Resource], scanned: set[tuple[str, str, str]], now: datetime
+        self,
+        resources: Sequence[Resource],
+        scanned: set[tuple[str, str, str]],
+        now: datetime,
+        policy: accrual.Policy | None = None,
     ) -> None:
-        """Upsert the latest snapshot; log changes; mark as gone what a complete scan missed.
+        """Upsert the latest snapshot; log changes; mark as gone what a complete scan missed;
+        accrue each resource's spend since its previous snapshot (see `guard.accrual`).
 
         `scanned` holds the (account, region, kind) triples whose listing completed, so a
-        failed region never makes its resources look gone.
+        failed region never makes its resources look gone. Accrual shares this transaction:
+        an interval is counted exactly when `last_seen` moves past it.
         """
+        policy = policy or accrual.Policy()
         with self.session() as s:
             existing = {
                 row.arn: row
                 for row in s.scalars(select(ResourceRow).where(ResourceRow.gone_at.is_(None)))
             }
+            listed = {
+                (row.account, row.region, row.source.removeprefix(_LISTED)): row
+                for row in s.scalars(
+                    select(ScanCursorRow).where(ScanCursorRow.source.startswith(_LISTED))
+                )
+            }
+            spent: dict[str, list[accrual.Span]] = {}
             seen = set()
             for res in resources:
                 seen.add(res.arn)
                 row = existing.get(res.arn) or s.get(ResourceRow, res.arn)
+                cursor = listed.get((res.account, res.region, res.kind))
+                spent[res.arn] = accrual.spans(
+                    _observed(row) if row is not None else None,
+                    accrual.Observation(
+                        at=now,
+                        running=res.running,
+                        usd_per_hour=res.usd_per_hour if res.running else None,
+                        running_since=res.running_since,
+                        stopped_since=res.stopped_since,
+                    ),
+                    policy,
+                    listed_before=cursor.scanned_until if cursor else None,
+                )
                 values = _resource_row_values(res)
                 if row is None:
                     row = ResourceRow(arn=res.arn, first_seen=now, last_seen=now, **values)
@@ -244,6 +273,9 @@ class Store:
                     s.add(_event_for(res, now))
             for arn, row in existing.items():
                 if arn not in seen and (row.account, row.region, row.kind) in scanned:
+                    spent[arn] = accrual.spans(
+                        _observed(row), accrual.Observation(now, False, None), policy
+                    )
                     row.gone_at = now
                     row.running = False
                     s.add(
@@ -257,6 +289,20 @@ class Store:
                             usd_per_hour=row.usd_per_hour,
                         )
                     )
+            _add_accruals(s, spent, policy.tz)
+            for account, region, kind in scanned:
+                cursor = listed.get((account, region, kind))
+                if cursor is None:
+                    s.add(
+                        ScanCursorRow(
+                            account=account,
+                            region=region,
+                            source=_LISTED + kind,
+                            scanned_until=now,
+                        )
+                    )
+                else:
+                    cursor.scanned_until = now
 
     def resources(self, include_gone: bool = False) -> list[Resource]:
         with self.session() as s:
@@ -591,6 +637,7 @@ class Store:
                 delete(CycleRow).where(CycleRow.started_at < cutoff),
                 delete(OutboxRow).where(OutboxRow.sent_at < cutoff),
                 delete(ResourceRow).where(ResourceRow.gone_at < cutoff),
+                delete(AccrualRow).where(AccrualRow.day < cutoff.date()),
             ):
                 removed += cast(CursorResult[Any], s.execute(stmt)).rowcount or 0
         return removed
@@ -603,6 +650,54 @@ _ACTIVITY_EVIDENCE = {
     ActivitySource.INVOCATIONS.value,
 }
 _LOCK_KEY = 0x636F7374  # "cost": the advisory lock id shared by every replica
+
+
+_LISTED = "listed:"  # scan_cursors source of "this kind was last listed completely at"
+
+
+def _observed(row: ResourceRow) -> accrual.Observation:
+    """What the stored snapshot said (a gone resource was last seen not running)."""
+    if row.gone_at is not None:
+        return accrual.Observation(row.gone_at, False, None)
+    return accrual.Observation(
+        at=row.last_seen,
+        running=row.running,
+        usd_per_hour=row.usd_per_hour if row.running else None,
+        running_since=row.running_since,
+    )
+
+
+def _add_accruals(s: Session, spent: dict[str, list[accrual.Span]], tz: ZoneInfo) -> None:
+    """Add this snapshot's spans to the per-day totals (one query for the days touched)."""
+    totals = {
+        (arn, day): total
+        for arn, items in spent.items()
+        if items
+        for day, total in accrual.by_day(items, tz).items()
+    }
+    if not totals:
+        return
+    days = {day for _, day in totals}
+    rows = {
+        (row.arn, row.day): row
+        for row in s.scalars(select(AccrualRow).where(AccrualRow.day.in_(days)))
+    }
+    for (arn, day), total in totals.items():
+        row = rows.get((arn, day))
+        if row is None:
+            row = AccrualRow(
+                arn=arn,
+                day=day,
+                usd=Decimal(0),
+                running_seconds=0,
+                unpriced_seconds=0,
+                unobserved_seconds=0,
+            )
+            s.add(row)
+        row.usd += total.usd
+        row.running_seconds += total.running_seconds
+        row.unpriced_seconds += total.unpriced_seconds
+        row.unobserved_seconds += total.unobserved_seconds
 
 
 def _event_for(res: Resource, now: datetime) -> ResourceEvent:

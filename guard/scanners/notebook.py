@@ -121,6 +121,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
                 price_source=price.source if running else "not-running",
                 created_at=utc(nb.get("CreationTime")),
                 running_since=utc(nb.get("LastModifiedTime")) if running else None,
+                stopped_since=None if running else utc(nb.get("LastModifiedTime")),
                 last_activity=last_activity,
                 activity_source=activity_source,
                 tags=nb_tags,
