@@ -103,7 +103,7 @@ def spans(
         return []
     gap = now - prev.at
     price = prev.usd_per_hour if prev.usd_per_hour is not None else cur.usd_per_hour
-    started_inside = cur.running_since is not None and prev.at < cur.running_since < now
+    started_inside = cur.running_since is not None and prev.at <= cur.running_since < now
     if cur.running and (started_inside or not prev.running):
         if started_inside:
             assert cur.running_since is not None

@@ -108,7 +108,7 @@ def once(cfg: Config, enforce: bool, as_json: bool) -> None:
     if as_json:
         _dump(report)
     else:
-        console.print(cycle_summary(report), highlight=False)
+        console.print(cycle_summary(report), highlight=False, markup=False)
         for action in report.get("actions", []):
             console.print(
                 f"  {action['outcome']}: {action['action']} {action['kind']}/{action['name']}"
@@ -130,22 +130,22 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     """What is running now, what it costs, and what the rules think of it."""
     from guard.inventory import ScanContext
     from guard.inventory import scan as scan_aws
-    from guard.reports import finding_text, inventory_items, inventory_table
+    from guard.pricing import PriceBook, prices_report
+    from guard.reports import finding_text, inventory_for, inventory_table, prices_line
     from guard.wiring import build_guard
 
     guard = build_guard(cfg, reconcile=scan)
     now = guard.clock.now()
+    prices = guard.prices or PriceBook.load(guard.store, cfg)
     scanned: list[dict[str, Any]] = []
     if scan:
-        result = scan_aws(ScanContext(cfg, guard.aws, guard.store, guard.prices, now))
+        result = scan_aws(ScanContext(cfg, guard.aws, guard.store, prices, now))
         scanned = [asdict(f) for f in result.findings]
         guard.store.save_snapshot(result.resources, result.scanned, now, cfg.accrual_policy)
         for error in result.errors:
             err.print(f"[red]scan error[/red]: {error}", highlight=False)
     resources = [r for r in guard.store.resources() if show_all or r.running]
-    items = inventory_items(
-        resources, cfg, guard.store.snoozes(now), guard.store.open_episodes(), now
-    )
+    items = inventory_for(guard.store, cfg, now, show_all)
     if as_json:
         _dump(items)
         return
@@ -153,6 +153,8 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
         console.print("Nothing running (run `cost-guard once` or `inventory --scan` to scan).")
     else:
         console.print(inventory_table(items, cfg, now))
+    # plain echo: one line, never wrapped or read as markup
+    click.echo(prices_line(prices_report(prices, resources)))
     for finding in scanned if scan else _last_findings(guard.store):
         console.print(f"[yellow]finding[/yellow]: {finding_text(finding)}", highlight=False)
 
@@ -175,9 +177,47 @@ def findings(cfg: Config, as_json: bool) -> None:
         console.print(f"- {finding_text(finding)}", highlight=False)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object).")
+@with_config
+def digest(cfg: Config, as_json: bool) -> None:
+    """The money digest now: spend by kind, owner and team, top idle spenders, and what
+    cost-guard saved (the same message Slack gets on the `slack.digest` cron)."""
+    from guard import digest as money_digest
+    from guard.wiring import build_guard
+
+    guard = build_guard(cfg, reconcile=False)
+    data = money_digest.build(cfg, guard.store, guard.clock.now())
+    if as_json:
+        _dump(data)
+        return
+    title, lines = money_digest.text(data)
+    click.echo("\n".join([title.removeprefix(":moneybag: "), *lines]))
+
+
 def _last_findings(store: Any) -> list[dict[str, Any]]:
     last = store.last_cycle() or {}
     return list(last.get("findings", []))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per budget).")
+@with_config
+def budget(cfg: Config, as_json: bool) -> None:
+    """Each budget: spend so far this period, forecast, limit, thresholds crossed."""
+    from guard.budgets import budget_notes, budget_table, statuses
+    from guard.wiring import build_guard
+
+    guard = build_guard(cfg, reconcile=False)
+    found = statuses(cfg, guard.store, guard.clock.now())
+    if as_json:
+        _dump([st.to_json() for st in found])
+    elif not found:
+        console.print("No budgets configured (see `budgets:` in the README).")
+    else:
+        console.print(budget_table(found, cfg))
+        for note in budget_notes(found):
+            console.print(note, highlight=False)
 
 
 @main.command()
@@ -304,6 +344,35 @@ def db_upgrade(cfg: Config) -> None:
     console.print(
         f"database at {mask_url(cfg.database_url)} is at the latest schema", highlight=False
     )
+
+
+@main.group()
+def pricing() -> None:
+    """Prices from the AWS Price List API, cached in the database."""
+
+
+@pricing.command("refresh")
+@with_config
+def pricing_refresh(cfg: Config) -> None:
+    """Fetch prices from the AWS Price List API into the database now, whatever their age."""
+    from guard.pricing import refresh_prices
+    from guard.wiring import build_guard
+
+    if cfg.pricing.source != "api":
+        raise click.UsageError(
+            "pricing.source is bundled: the Price List API is not used (set pricing.source: api)"
+        )
+    guard = build_guard(cfg, reconcile=False)
+    done = refresh_prices(cfg, guard.aws, guard.store, guard.clock.now())
+    if not done.ok:
+        raise click.ClickException(
+            f"Price List API refresh failed: {done.error}. The cached prices are unchanged."
+        )
+    when = f"{done.at.astimezone(cfg.tz):%Y-%m-%d %H:%M %Z}"
+    click.echo(f"stored {done.prices} prices from the AWS Price List API, fetched {when}")
+    for region, components in done.by_region.items():
+        counts = ", ".join(f"{component} {n}" for component, n in components.items())
+        click.echo(f"  {region}: {counts}")
 
 
 @main.command("iam-policy")

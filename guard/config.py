@@ -190,6 +190,7 @@ class TagKeys(_Frozen):
     snooze: str = "cost-guard:snooze-until"
     owner: str = "owner"
     heartbeat: str = "cost-guard:last-activity"
+    team: str = "team"  # spend by team in the digest
 
 
 class SlackConfig(_Frozen):
@@ -213,6 +214,10 @@ class PricingConfig(_Frozen):
     # after a failed refresh, how long to run on the fallback before trying the API again
     retry_after: Duration = timedelta(hours=1)
     api_region: str = "us-east-1"  # the Price List API answers in us-east-1 and ap-south-1
+    # Managed spot training: $/h while it runs = on-demand x (1 - spot_savings). AWS states
+    # "up to 90%" savings over on-demand (docs: model-managed-spot-training); the real saving
+    # is known only when the job ends, so the default estimate stays well under that bound.
+    spot_savings: Decimal = Field(default=Decimal("0.7"), ge=0, lt=1)
 
 
 class AccrualConfig(_Frozen):

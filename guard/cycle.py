@@ -15,13 +15,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from guard import budgets, digest
 from guard.actions import Actions
 from guard.aws import Aws
 from guard.config import Config
 from guard.inventory import ScanContext, scan
 from guard.model import Clock, Decision, Resource, Step
 from guard.notify import Notice, Notifier
-from guard.pricing import PriceBook
+from guard.pricing import PriceBook, cycle_prices, prices_report
 from guard.reports import money
 from guard.rules import evaluate
 from guard.store import Store, instance_id
@@ -38,7 +39,9 @@ class Guard:
     store: Store
     aws: Aws = field(default_factory=Aws)
     notifier: Notifier | None = None
-    prices: PriceBook = field(default_factory=PriceBook)
+    # None: each cycle loads its prices from the database, refreshing them from the AWS Price
+    # List API first when due; a book given here is used as is (tests).
+    prices: PriceBook | None = None
 
     def __post_init__(self) -> None:
         if self.notifier is None:
@@ -67,19 +70,34 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     wall_start = time.perf_counter()  # the injected clock may stand still (tests, demo)
     guard.aws.counter.reset()
 
-    result = scan(ScanContext(cfg, guard.aws, store, guard.prices, started))
+    prices, refreshed = (
+        (guard.prices, None)
+        if guard.prices is not None
+        else cycle_prices(cfg, guard.aws, store, started)
+    )
+    result = scan(ScanContext(cfg, guard.aws, store, prices, started))
     store.save_snapshot(result.resources, result.scanned, started, cfg.accrual_policy)
     for account, region, source, at in result.cursors:
         store.set_scan_cursor(account, region, source, at)
 
     now = clock.now()
-    decisions = evaluate(result.resources, store.open_episodes(), store.snoozes(now), cfg, now)
-    applied = _apply(guard, decisions)
+    episodes, snoozes = store.open_episodes(), store.snoozes(now)
+    decisions = evaluate(result.resources, episodes, snoozes, cfg, now)
+    # Budgets: warnings queued here; act_at decisions go through the same path as the rules'
+    # (never a second action on what a rule acts on this cycle).
+    spend = budgets.check(
+        cfg, store, guard.notifier, guard.aws, result.resources, decisions, episodes, snoozes, now
+    )
+    applied = _apply(guard, decisions + spend.decisions)
     guard.notifier.notify_scan_health(result.errors, result.findings)
+    _send_digest(guard, now)
     delivery = guard.notifier.deliver()
     store.prune(now, cfg.history_retention)
 
-    report = _report(guard, result.resources, started, clock.now(), applied, result.errors)
+    errors = result.errors + spend.errors
+    report = _report(guard, result.resources, started, clock.now(), applied, errors)
+    report["prices"] = prices_report(prices, result.resources, refreshed)
+    report["budgets"] = spend.report(applied["actions"])
     report["findings"] = [asdict(finding) for finding in result.findings]
     report["duration_seconds"] = round(time.perf_counter() - wall_start, 3)
     report["api_calls"] = guard.aws.counter.snapshot()
@@ -118,6 +136,17 @@ def _apply(guard: Guard, decisions: list[Decision]) -> dict[str, list[dict[str, 
             episode_id = d.episode_id or opened[(d.resource.arn, d.rule_id)]
             applied["actions"].append(_act(guard, d, episode_id))
     return applied
+
+
+def _send_digest(guard: Guard, now: datetime) -> None:
+    """Queue the money digest once per `slack.digest` fire time (the first cycle after it)."""
+    assert guard.notifier is not None
+    fired = digest.due(guard.cfg, now)
+    key = f"digest:{fired.isoformat()}" if fired else ""
+    if fired is None or guard.store.queued(key):
+        return
+    title, lines = digest.text(digest.build(guard.cfg, guard.store, now))
+    guard.notifier.notify_digest(key, title, lines)
 
 
 def _entry(d: Decision) -> dict[str, Any]:
@@ -212,7 +241,6 @@ def _report(
             for kind, v in sorted(by_kind.items())
         },
         "usd_per_hour": money(total),
-        "prices": "bundled table",
         "warnings": len(applied["warnings"]),
         "warned": applied["warnings"],
         "actions": applied["actions"],

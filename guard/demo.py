@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.rule import Rule as Divider
 
+from guard import digest
 from guard.config import Config, Secrets
 from guard.cycle import Guard, run_cycle
 from guard.endpoint_actions import restore_endpoint
@@ -32,7 +33,7 @@ from guard.reports import (
     audit_entries,
     audit_table,
     finding_text,
-    inventory_items,
+    inventory_for,
     inventory_table,
 )
 from guard.rules import clock_time
@@ -233,9 +234,7 @@ def _slack(console: Console, clock: ManualClock, text: str) -> None:
 
 def _inventory(console: Console, guard: Guard, cfg: Config, clock: ManualClock) -> None:
     now = clock.now()
-    items = inventory_items(
-        guard.store.resources(), cfg, guard.store.snoozes(now), guard.store.open_episodes(), now
-    )
+    items = inventory_for(guard.store, cfg, now)
     console.print(inventory_table(items, cfg, now))
 
 
@@ -244,9 +243,7 @@ def _finale(
 ) -> None:
     now = clock.now()
     console.print(Divider("21:00 — the end of the evening"))
-    items = inventory_items(
-        guard.store.resources(), cfg, guard.store.snoozes(now), guard.store.open_episodes(), now
-    )
+    items = inventory_for(guard.store, cfg, now)
     console.print(inventory_table(items, cfg, now))
     entries = audit_entries(guard.store.audit(START - timedelta(days=1)))
     console.print(audit_table([e for e in entries if e["action"] != "warn"], cfg))
@@ -269,6 +266,9 @@ def _next_morning(console: Console, sim: Simulator, guard: Guard, clock: ManualC
     """Frank needs his staging endpoint back: `cost-guard restore endpoint` recreates it."""
     clock.set(START + timedelta(hours=17))  # Tuesday 09:00
     sim.set_endpoint_create_delay(timedelta(minutes=7))  # creating an endpoint takes minutes
+    console.print(Divider("Tuesday 09:00 — the morning digest"))
+    title, lines = digest.text(digest.build(guard.cfg, guard.store, clock.now()))
+    _slack(console, clock, "\n".join([title, *lines]))
     console.print(Divider("Tuesday 09:00 — the way back"))
     console.print("frank runs `cost-guard restore endpoint churn-model-staging`", highlight=False)
     restored = restore_endpoint(

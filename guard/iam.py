@@ -16,7 +16,15 @@ ALWAYS = ("sts:GetCallerIdentity",)  # which account the default credentials bel
 
 def policy(cfg: Config, read_only: bool = False) -> dict[str, Any]:
     read_set = {p for kind in cfg.kinds for p in KINDS[kind].read_permissions} | set(ALWAYS)
-    used = sorted({(r.kind, r.action) for r in cfg.rules if r.mutates and r.kind in cfg.kinds})
+    if cfg.pricing.source == "api":
+        read_set.add("pricing:GetProducts")  # live prices from the AWS Price List API
+    if cfg.cost_explorer.enabled and cfg.budgets:
+        read_set.add("ce:GetCostAndUsage")  # budgets' actual cost of closed days
+    used_set = {(r.kind, r.action) for r in cfg.rules if r.mutates and r.kind in cfg.kinds}
+    for b in cfg.budgets:  # a budget's act_at action, on each kind in its scope that offers it
+        kinds = [k for k in b.scope.kinds or cfg.kinds if k in cfg.kinds]
+        used_set |= {(k, b.action) for k in kinds if b.action in KINDS[k].actions}
+    used = sorted(used_set)
     if not read_only:
         # reads an action needs besides the scan's (e.g. the config saved before a delete)
         read_set |= {p for k, a in used for p in KINDS[k].actions[a].extra_permissions}

@@ -56,6 +56,9 @@ class KindSpec:
     list_params: dict[str, Any] = field(default_factory=dict)  # e.g. StatusEquals=InProgress
     # CloudWatch namespace of per-host utilization metrics (Host=<job>/algo-N), if any
     utilization_namespace: str = ""
+    # Is time without activity evidence idleness? Not for a job: it works until it ends,
+    # and whether it works well is its utilization. (The digest's "top idle spenders".)
+    idles: bool = True
 
 
 CONSOLE = "https://console.aws.amazon.com/"
@@ -157,6 +160,7 @@ def _job_kind(
         },
         list_params={"StatusEquals": "InProgress"},
         utilization_namespace=utilization_namespace,
+        idles=False,
     )
 
 

@@ -80,7 +80,7 @@ class Resource:
     instance_count: int
     # what the whole resource costs per hour (all its instances); None = unknown, never $0
     usd_per_hour: Decimal | None
-    price_source: str  # "bundled", "none" (not running), "unknown"
+    price_source: str  # "api", "bundled", "spot-estimate", "none" (not running), "unknown"
     created_at: datetime | None
     running_since: datetime | None
     last_activity: datetime | None

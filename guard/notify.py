@@ -121,6 +121,7 @@ class Notifier:
         """Render and queue; calling it again for the same episode and state queues nothing."""
         owner, owner_id = self._owner(notice.resource)
         rule = self.cfg.rule(notice.rule_id)
+        budget = next((b for b in self.cfg.budgets if f"budget:{b.id}" == notice.rule_id), None)
         now = self.clock.now()
         self.store.enqueue(
             key=f"episode:{notice.episode_id}:{notice.state}",
@@ -128,7 +129,10 @@ class Notifier:
             episode_id=notice.episode_id,
             operation="post" if notice.state == "warned" else "update",
             # Without any channel configured the owner gets a direct message.
-            channel=(rule.channel if rule else None) or self.cfg.slack.channel or owner_id,
+            channel=(rule.channel if rule else None)
+            or (budget.channel if budget else None)
+            or self.cfg.slack.channel
+            or owner_id,
             payload=self.render(notice, owner, now),
             now=now,
         )
@@ -163,18 +167,31 @@ class Notifier:
                 now,
             )
 
-    def _enqueue_plain(self, key: str, title: str, lines: list[str], now: datetime) -> None:
+    def notify_budget(
+        self, key: str, title: str, lines: list[str], channel: str | None = None
+    ) -> bool:
+        """Queue a budget message once per idempotency `key` (budget, period, threshold) to
+        the budget's channel, else the configured one; False if that key was queued before."""
+        return self._enqueue_plain(key, title, lines, self.clock.now(), channel)
+
+    def notify_digest(self, key: str, title: str, lines: list[str]) -> bool:
+        """Queue the daily digest once per cron fire time (`key`)."""
+        return self._enqueue_plain(key, title, lines, self.clock.now())
+
+    def _enqueue_plain(
+        self, key: str, title: str, lines: list[str], now: datetime, channel: str | None = None
+    ) -> bool:
         body = "\n".join(lines)
         blocks: list[Block] = [
             HeaderBlock(text=title.split(" ", 1)[1][:150]),
             SectionBlock(text=MarkdownTextObject(text=_esc(body)[:2900])),
         ]
-        self.store.enqueue(
+        return self.store.enqueue(
             key=key,
             arn=None,
             episode_id=None,
             operation="post",
-            channel=self.cfg.slack.channel,
+            channel=channel or self.cfg.slack.channel,
             payload={
                 "text": f"{title}. {lines[0]}"[:300],
                 "blocks": [b.to_dict() for b in blocks],

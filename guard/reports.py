@@ -6,7 +6,7 @@ The JSON shapes here are the stable interface documented in the README.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +15,7 @@ from rich.table import Table
 from guard.config import Config
 from guard.model import Episode, Resource
 from guard.rules import clock_time, is_exempt, owner_of, snoozed_until
-from guard.store import ActionRow
+from guard.store import ActionRow, Store
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -27,15 +27,34 @@ def money(value: Decimal | None, places: int = 4) -> str | None:
     return None if value is None else f"{value:.{places}f}"
 
 
+def inventory_for(
+    store: Store, cfg: Config, now: datetime, show_all: bool = False
+) -> list[dict[str, Any]]:
+    """The inventory from the last snapshot: running resources (all with `show_all`)."""
+    today = now.astimezone(cfg.tz).date()
+    return inventory_items(
+        [r for r in store.resources() if show_all or r.running],
+        cfg,
+        store.snoozes(now),
+        store.open_episodes(),
+        now,
+        today_usd=store.spend_by_arn(today, today + timedelta(days=1)),
+        month_usd=store.spend_by_arn(today.replace(day=1), today + timedelta(days=1)),
+    )
+
+
 def inventory_items(
     resources: Sequence[Resource],
     cfg: Config,
     snoozes: Mapping[str, datetime],
     episodes: Mapping[tuple[str, str], Episode],
     now: datetime,
+    today_usd: Mapping[str, Decimal] | None = None,
+    month_usd: Mapping[str, Decimal] | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON object per resource (money as decimal strings, times as ISO-8601 UTC)."""
     items = []
+    today_usd, month_usd = today_usd or {}, month_usd or {}
     for res in resources:
         until = snoozed_until(res, cfg, snoozes, now)
         states = [
@@ -67,7 +86,10 @@ def inventory_items(
                 "evidence_error": res.evidence_error,
                 "utilization": res.utilization,  # peak % per "metric/window-seconds"
                 "details": res.details,  # kind-specific facts (endpoint variants, job limits)
-                "accrued_usd": money(res.accrued_usd(now), 2),
+                "accrued_usd": money(res.accrued_usd(now), 2),  # the current run so far
+                # spend the guard observed, per local day (see "Accrued spend" in the README)
+                "accrued_today_usd": money(today_usd.get(res.arn, Decimal(0)), 2),
+                "accrued_month_usd": money(month_usd.get(res.arn, Decimal(0)), 2),
                 "owner": owner_of(res, cfg) or None,
                 "exempt": is_exempt(res, cfg),
                 "snoozed_until": _iso(until),
@@ -93,7 +115,8 @@ def inventory_table(items: Sequence[dict[str, Any]], cfg: Config, now: datetime)
         "status",
         "instance",
         "$/h",
-        "accrued $",
+        "today $",
+        "month $",
         "last activity",
         "owner",
         "state",
@@ -119,7 +142,8 @@ def inventory_table(items: Sequence[dict[str, Any]], cfg: Config, now: datetime)
             item["status"],
             f"{item['instance_type']} x{item['instance_count']}",
             "unknown" if price is None else f"{Decimal(price):.3f}",
-            "" if item["accrued_usd"] is None else f"{Decimal(item['accrued_usd']):.2f}",
+            item["accrued_today_usd"],
+            item["accrued_month_usd"],
             activity,
             item["owner"] or "",
             state,
@@ -170,8 +194,20 @@ def cycle_summary(report: Mapping[str, Any]) -> str:
     for action in report.get("actions", []):
         outcomes[action["outcome"]] = outcomes.get(action["outcome"], 0) + 1
     acted = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "none"
-    return (
+    line = (
         f"{report['mode']} cycle: {report['running']} running of {report['resources']} resources, "
         f"${Decimal(report['usd_per_hour']):.2f}/h, {report['warnings']} new warnings, "
         f"actions: {acted}, {len(report['errors'])} errors, {report['api_calls_total']} AWS calls"
     )
+    prices = report.get("prices")
+    return f"{line}\n{prices_line(prices)}" if isinstance(prices, Mapping) else line
+
+
+def prices_line(prices: Mapping[str, Any]) -> str:
+    """Where prices come from (`report["prices"]`), and what has none, as a line for people."""
+    line = f"prices: {prices['status']}"
+    unknown = int(prices.get("unknown") or 0)
+    if unknown:
+        what = "resource has" if unknown == 1 else "resources have"
+        line += f" {unknown} running {what} no known price (shown as unknown, not $0)."
+    return line

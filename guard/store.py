@@ -18,7 +18,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import filelock
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -127,6 +127,27 @@ class Accrued:
     running_seconds: int
     unpriced_seconds: int  # running while its $/h was unknown: spend not counted
     unobserved_seconds: int  # a gap in observation: not counted either
+
+
+@dataclass(frozen=True)
+class Saving:
+    """One action's effect on the bill: `usd_per_hour` off it from `at` to `until`."""
+
+    arn: str
+    kind: str
+    name: str
+    action: str
+    at: datetime
+    until: datetime
+    came_back: bool  # it ran again at `until` (restored, restarted)
+    usd_per_hour: Decimal | None  # None: its price was unknown, so the saving is too
+
+    def usd(self, since: datetime) -> Decimal | None:
+        """Saved from `since` (or the action, if later) to `until`."""
+        if self.usd_per_hour is None:
+            return None
+        start = max(self.at, since)
+        return accrual.cost(self.usd_per_hour, max(self.until - start, timedelta(0)))
 
 
 class Store:
@@ -340,6 +361,18 @@ class Store:
                 if at is not None and source in _ACTIVITY_EVIDENCE
             }
 
+    def running_names(self, kind: str, account: str, region: str) -> dict[str, str]:
+        """ARN -> name of what the last snapshot saw running, for a kind in one place."""
+        with self.session() as s:
+            query = select(ResourceRow.arn, ResourceRow.name).where(
+                ResourceRow.kind == kind,
+                ResourceRow.account == account,
+                ResourceRow.region == region,
+                ResourceRow.running.is_(True),
+                ResourceRow.gone_at.is_(None),
+            )
+            return {arn: name for arn, name in s.execute(query)}
+
     def known_details(self, kind: str, account: str, region: str) -> dict[str, dict[str, Any]]:
         """Stored `details` per ARN of a kind in one account and region (gone ones included):
         the cache that spares a Describe of what cannot have changed."""
@@ -369,6 +402,58 @@ class Store:
                 for row in s.scalars(query)
             ]
         return rows if arns is None else [a for a in rows if a.arn in arns]
+
+    def spend_by_arn(self, start: date, end: date) -> dict[str, Decimal]:
+        """Accrued $ per resource over the days in [start, end), summed in the database."""
+        with self.session() as s:
+            query = (
+                select(AccrualRow.arn, func.sum(AccrualRow.usd))
+                .where(AccrualRow.day >= start, AccrualRow.day < end)
+                .group_by(AccrualRow.arn)
+            )
+            return {arn: Decimal(total or 0) for arn, total in s.execute(query)}
+
+    def savings(self, now: datetime) -> list[Saving]:
+        """What each done stop/delete/scale-to-zero took off the bill: its $/h from the
+        action until the resource ran again (a restore, a restart) or `now`."""
+        with self.session() as s:
+            acts = list(
+                s.scalars(
+                    select(ActionRow)
+                    .where(
+                        ActionRow.outcome == "done",
+                        ActionRow.action.in_(_MUTATIONS),
+                        ActionRow.at < now,
+                    )
+                    .order_by(ActionRow.at)
+                )
+            )
+            arns = {a.arn for a in acts}
+            back: dict[str, list[datetime]] = {}
+            if arns:
+                query = select(ResourceEvent.arn, ResourceEvent.at).where(
+                    ResourceEvent.arn.in_(arns), ResourceEvent.running.is_(True)
+                )
+                for arn, at in s.execute(query):
+                    back.setdefault(arn, []).append(at)
+            found = []
+            for act in acts:
+                done = act.finished_at or act.at
+                returns = [t for t in back.get(act.arn, []) if done < t <= now]
+                until = min(returns, default=now)
+                found.append(
+                    Saving(
+                        arn=act.arn,
+                        kind=act.kind,
+                        name=act.name,
+                        action=act.action,
+                        at=done,
+                        until=until,
+                        came_back=bool(returns),
+                        usd_per_hour=act.usd_per_hour,
+                    )
+                )
+            return found
 
     # --- restore records ---------------------------------------------------------------
 
@@ -580,6 +665,11 @@ class Store:
             )
             return True
 
+    def queued(self, key: str) -> bool:
+        """Was a message with this idempotency key ever queued?"""
+        with self.session() as s:
+            return s.scalar(select(OutboxRow.id).where(OutboxRow.key == key)) is not None
+
     def pending_messages(self) -> list[OutboxRow]:
         """Undelivered messages, oldest first (so each resource's story stays in order)."""
         with self.session() as s:
@@ -652,6 +742,7 @@ _ACTIVITY_EVIDENCE = {
 _LOCK_KEY = 0x636F7374  # "cost": the advisory lock id shared by every replica
 
 
+_MUTATIONS = ("stop", "delete", "scale-to-zero")  # actions that take a resource off the bill
 _LISTED = "listed:"  # scan_cursors source of "this kind was last listed completely at"
 
 

@@ -6,9 +6,11 @@ The day runs cycles every 5 minutes against the simulator, with a short restart 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from guard.accrual import Observation, Policy, Span, by_day, spans
@@ -97,7 +99,9 @@ class Run:
     usd_per_hour: Decimal
     start: int  # minutes after local midnight (0 = running before the day began)
     end: int  # minutes after local midnight (1440 = still running at the day's end)
-    dated_stop: bool  # does AWS say when it stopped (else the middle of the interval)?
+    # Does AWS say when it stopped (a notebook's LastModifiedTime, a job's end time)? A
+    # deleted endpoint's end is not dated: it is placed mid-interval, <= 2.5 min off.
+    dated_stop: bool
 
     def analytic(self) -> tuple[Decimal, int]:
         """(cost of the observed running time, seconds unobserved) on the day."""
@@ -122,11 +126,11 @@ def test_a_simulated_day_accrues_the_analytic_cost_per_resource(
         Run("notebook", "nb-work", price("ml.g5.xlarge", "Notebook"), 8 * 60 + 7, 17 * 60 + 43,
             True),
         Run("training_job", "train-1", price("ml.g5.xlarge", "Training", 2), 3 * 60 + 10,
-            12 * 60 + 31, False),
+            12 * 60 + 31, True),
         Run("endpoint", "ep-1", price("ml.m5.xlarge", "Hosting", 2), 6 * 60, 21 * 60 + 52,
             False),
     ]  # fmt: skip
-    events = {
+    events: dict[int, Callable[[], object]] = {
         3 * 60 + 10: lambda: sim.add_training_job("train-1", "ml.g5.xlarge", 2),
         6 * 60: lambda: sim.add_endpoint("ep-1", "ml.m5.xlarge", 2),
         8 * 60 + 7: lambda: sim.add_notebook("nb-work", "ml.g5.xlarge"),
@@ -137,7 +141,7 @@ def test_a_simulated_day_accrues_the_analytic_cost_per_resource(
     clock.set(local(0) - timedelta(hours=4))
     sim.add_notebook("nb-all-day", in_service_since=local(0) - timedelta(hours=4))
 
-    settings = {"timezone": "America/New_York", "pricing": {"source": "bundled"},
+    settings: dict[str, Any] = {"timezone": "America/New_York", "pricing": {"source": "bundled"},
                 "accrual": {"max_gap": "30m"}}  # fmt: skip
     guard = guard_for(clock, db_url, [], **settings)
     minute = 0

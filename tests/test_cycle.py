@@ -16,6 +16,9 @@ from guard.wiring import build_guard
 from tests.factories import guard_for
 from tests.fakeslack import FakeSlack
 
+# These tests count the channel's messages; the daily digest (Mon-Fri 09:00 by default, and
+# the tests start on a Monday at 09:00) is tested in test_digest.py.
+NO_DIGEST = "0 9 1 1 *"
 IDLE_STOP = {"id": "idle", "kind": "notebook", "idle_for": "2h", "action": "stop", "grace": "30m"}
 
 
@@ -255,7 +258,8 @@ def test_slack_warning_is_updated_in_place_and_survives_a_500(
     secrets = Secrets.model_validate({"SLACK_BOT_TOKEN": "xoxb-test-token"})
     guard = make_guard(
         sim, clock, db_url, mode="enforce", secrets=secrets,
-        slack={"channel": "C123", "base_url": fake_slack.api_url, "interactive": True},
+        slack={"channel": "C123", "base_url": fake_slack.api_url, "interactive": True,
+               "digest": NO_DIGEST},
     )  # fmt: skip
     fake_slack.fail_next(1, status=500)
     first = run_cycle(guard)
@@ -441,7 +445,7 @@ def test_a_blind_spot_is_posted_to_the_channel_once_a_day(
     secrets = Secrets.model_validate({"SLACK_BOT_TOKEN": "xoxb-test-token"})
     guard = make_guard(
         sim, clock, db_url, secrets=secrets, regions=["us-east-1", "eu-west-1"],
-        slack={"channel": "C123", "base_url": fake_slack.api_url},
+        slack={"channel": "C123", "base_url": fake_slack.api_url, "digest": NO_DIGEST},
     )  # fmt: skip
     run_cycle(guard)
     [post] = fake_slack.accepted("chat.postMessage")

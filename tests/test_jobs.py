@@ -307,7 +307,11 @@ def test_inventory_json_shows_jobs_with_price_and_evidence(
     [item] = json.loads(result.output)
     assert item["kind"] == "training_job" and item["name"] == "llm-finetune"
     assert (item["instance_type"], item["instance_count"]) == ("ml.g5.xlarge", 2)
-    assert Decimal(item["usd_per_hour"]) == Decimal("2.816")  # 2 x 1.408, on-demand (spot <=)
+    # managed spot: 2 x 1.408 on demand, x (1 - pricing.spot_savings 0.7), an estimate
+    assert (Decimal(item["usd_per_hour"]), item["price_source"]) == (
+        Decimal("0.8448"),
+        "spot-estimate",
+    )
     assert item["owner"] == "ada@example.com"
     assert item["utilization"] == {"gpu/3600": 3.0}
     details = item["details"]

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
+from guard.pricing import combined_source
 from guard.scanning import (
     ScanContext,
     Target,
@@ -262,7 +263,7 @@ def _price(
         return Decimal(0), "zero-instances"
     if status not in BILLING_STATES:
         return Decimal(0), "not-running"
-    total = Decimal(0)
+    total, sources = Decimal(0), []
     for variant in variants:
         if variant["serverless"] or variant["count"] == 0:
             continue
@@ -270,7 +271,8 @@ def _price(
         if price.usd_per_hour is None:
             return None, "unknown"  # never a partial sum that looks like the whole cost
         total += price.usd_per_hour * variant["count"]
-    return total, "bundled"
+        sources.append(price.source)
+    return total, combined_source(sources)
 
 
 def _resource(

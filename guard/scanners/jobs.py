@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,6 +23,7 @@ from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.config import UTILIZATION_METRICS, Config
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource, parse_time, utilization_key
+from guard.pricing import combined_source
 from guard.scanning import (
     ScanContext,
     Target,
@@ -50,6 +51,7 @@ class JobShape:
     instance_type: tuple[str, ...]
     instance_count: tuple[str, ...]
     started_at: tuple[str, ...]
+    ended_at: str
     max_runtime: str | None = None  # transform jobs have no runtime limit
     spot: str | None = None
     # heterogeneous training clusters name their instances per group instead
@@ -62,6 +64,7 @@ SHAPES: dict[str, JobShape] = {
         instance_type=("ResourceConfig.SelectedInstanceType", "ResourceConfig.InstanceType"),
         instance_count=("ResourceConfig.SelectedInstanceCount", "ResourceConfig.InstanceCount"),
         started_at=("TrainingStartTime", "CreationTime"),
+        ended_at="TrainingEndTime",
         max_runtime="StoppingCondition.MaxRuntimeInSeconds",
         spot="EnableManagedSpotTraining",
         instance_groups="ResourceConfig.InstanceGroups",
@@ -76,12 +79,14 @@ SHAPES: dict[str, JobShape] = {
             "ProcessingResources.ClusterConfig.InstanceCount",
         ),
         started_at=("ProcessingStartTime", "CreationTime"),
+        ended_at="ProcessingEndTime",
         max_runtime="StoppingCondition.MaxRuntimeInSeconds",
     ),
     "transform_job": JobShape(
         instance_type=("TransformResources.InstanceType",),
         instance_count=("TransformResources.InstanceCount",),
         started_at=("TransformStartTime", "CreationTime"),
+        ended_at="TransformEndTime",
     ),
 }
 
@@ -128,11 +133,15 @@ def _cached(details: Mapping[str, Any]) -> bool:
 def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     client = ctx.aws.client(target.account, target.region, "sagemaker")
     listed = list_all(client, target, spec)
-    if not listed:
+    was_running = ctx.store.running_names(spec.name, target.account_id, target.region)
+    listed_arns = {job[spec.arn_field] for job in listed}
+    ended = {arn: name for arn, name in was_running.items() if arn not in listed_arns}
+    if not listed and not ended:
         return
     tags, evidence_error = tags_or_error(ctx, target, spec)
 
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
+    _ended_jobs(ctx, client, target, spec, ended, known, tags)
     details, failed = _job_facts(client, spec, listed, known, target)
     utilization: dict[str, dict[str, float]] = {}
     try:
@@ -157,6 +166,32 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
                 evidence_error=evidence_error or failed.get(arn),
             )
         )  # fmt: skip
+
+
+def _ended_jobs(
+    ctx: ScanContext,
+    client: Any,
+    target: Target,
+    spec: KindSpec,
+    ended: Mapping[str, str],
+    known: Mapping[str, dict[str, Any]],
+    tags: Mapping[str, dict[str, str]],
+) -> None:
+    """Jobs that ran at the last snapshot and are no longer listed InProgress: one Describe
+    each (once: next cycle they are no longer running) for their final status and end time,
+    so their spend ends when AWS says the job ended. One that cannot be described is left
+    out, and the snapshot treats it as gone."""
+    shape = SHAPES[spec.name]
+    todo = sorted(ended.items())
+    answers = concurrently(lambda item: _describe(client, spec, item[1]), todo)
+    for (arn, _), answer in zip(todo, answers, strict=True):
+        if not isinstance(answer, dict) or answer.get(spec.status_field) in spec.running_states:
+            continue
+        res = _resource(
+            ctx, target, spec, answer, {**known.get(arn, {}), **facts(answer, shape)},
+            tags=tags.get(arn, {}), utilization={}, evidence_error=None,
+        )  # fmt: skip
+        target.resources.append(replace(res, stopped_since=utc(answer.get(shape.ended_at))))
 
 
 def _job_facts(
@@ -272,18 +307,22 @@ def job_price(
 ) -> tuple[Decimal | None, str]:
     """$/h of the whole job: price x count, summed over instance groups; None if any unknown.
 
-    Managed spot training is priced on demand: an upper bound (the spot price is not known).
+    Managed spot training is priced as an estimate: on-demand x (1 - pricing.spot_savings),
+    source "spot-estimate" (see `PriceBook.spot`).
     """
     groups = details.get("instance_groups") or [
         [details.get("instance_type"), details.get("instance_count") or 0]
     ]
-    total = Decimal(0)
+    total, sources = Decimal(0), []
     for instance_type, count in groups:
         price = ctx.prices.price(instance_type, region, spec.price_component)
+        if details.get("spot"):
+            price = ctx.prices.spot(price)
         if price.usd_per_hour is None:
             return None, price.source
         total += price.usd_per_hour * int(count)
-    return total, "bundled"
+        sources.append(price.source)
+    return total, combined_source(sources)
 
 
 # --- utilization ---------------------------------------------------------------------------

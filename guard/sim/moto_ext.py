@@ -191,6 +191,8 @@ def _operation(request: Request) -> str | None:
             "Logs_20140328": "logs",
             "ResourceGroupsTaggingAPI_20170126": "tagging",
             "GraniteServiceVersion20100801": "cloudwatch",
+            "AWSPriceListService": "pricing",
+            "AWSInsightsIndexService": "ce",
         }.get(prefix, prefix.lower())
         return f"{service}:{op}"
     if request.path.startswith("/moto-api"):

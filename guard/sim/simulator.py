@@ -13,13 +13,15 @@ from datetime import datetime, timedelta
 from moto.logs.models import LogEvent
 
 from guard.sim.base import FAKE_ROLE, NOTEBOOK_LOG_GROUP, SimBase
+from guard.sim.costs import CostSeeding
 from guard.sim.endpoints import EndpointSeeding
 from guard.sim.jobs import JobSeeding
 from guard.sim.moto_ext import naive_utc
+from guard.sim.pricing import PricingSeeding
 from guard.sim.studio import StudioSeeding
 
 
-class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, SimBase):
+class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, CostSeeding, PricingSeeding, SimBase):
     """One simulated account (and its member accounts) across `regions`."""
 
     def add_notebook(

@@ -1,0 +1,106 @@
+"""The money digest and the inventory's accrued columns, from real cycles over the simulator."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from guard import digest
+from guard.cycle import run_cycle
+from guard.model import ManualClock
+from guard.pricing import PriceBook
+from guard.reports import inventory_for
+from guard.sim import Simulator
+from guard.store import OutboxRow
+from tests.factories import guard_for
+
+pytestmark = pytest.mark.usefixtures("aws_env")
+
+STOP_IDLE = {"id": "idle", "kind": "notebook", "idle_for": "2h", "action": "stop", "grace": "0s"}
+
+
+def hourly(instance_type: str) -> Decimal:
+    price = PriceBook().price(instance_type, "us-east-1", "Notebook").usd_per_hour
+    assert price is not None
+    return price
+
+
+def test_digest_shows_spend_by_owner_and_team_idle_spenders_and_savings(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    # Monday 2026-11-23 09:00 UTC. Both run from before the guard's first look.
+    an_hour_ago = clock.now() - timedelta(hours=1)
+    ada = {"owner": "ada@example.com", "team": "vision"}
+    sim.add_notebook("gpu-idle", "ml.g5.xlarge", tags=ada, in_service_since=an_hour_ago)
+    sim.add_notebook("cpu-busy", "ml.m5.xlarge", tags={"team": "nlp"}, in_service_since=an_hour_ago)
+    guard = guard_for(clock, db_url, [STOP_IDLE], mode="enforce", pricing={"source": "bundled"})
+    for _ in range(12):  # one hour of 5-minute cycles; cpu-busy is in use throughout
+        sim.jupyter_activity("cpu-busy", clock.now())
+        run_cycle(guard)
+        clock.advance(timedelta(minutes=5))
+    # gpu-idle has been idle for 2 h by now: the rule stops it (grace 0s)
+    sim.jupyter_activity("cpu-busy", clock.now())
+    report = run_cycle(guard)
+    assert [(a["name"], a["outcome"]) for a in report["actions"]] == [("gpu-idle", "done")]
+    stopped_at = clock.now()
+
+    clock.advance(timedelta(hours=3))
+    sim.jupyter_activity("cpu-busy", clock.now())
+    run_cycle(guard)
+    d = digest.build(guard.cfg, guard.store, clock.now())
+
+    hour_gpu, hour_cpu = hourly("ml.g5.xlarge"), hourly("ml.m5.xlarge")
+    # gpu-idle accrued one observed hour; cpu-busy one hour, then 3 h unobserved (> max_gap)
+    assert Decimal(d["month_to_date_usd"]) == (hour_gpu + hour_cpu).quantize(Decimal("0.01"))
+    assert d["by_owner"][0] == {"name": "ada@example.com", "month_to_date_usd": f"{hour_gpu:.2f}"}
+    assert {t["name"] for t in d["by_team"]} == {"vision", "nlp"}
+    assert d["top_idle"] == []  # the idle one is stopped; the busy one is busy
+    # saved: gpu-idle's $/h for the 3 h since it was stopped
+    assert Decimal(d["saved"]["month_to_date_usd"]) == (hour_gpu * 3).quantize(Decimal("0.01"))
+    assert d["saved"]["still_off"] == 1
+
+    sim.settle()
+    sim.start_notebook("gpu-idle")  # its owner needed it again: the saving stops growing
+    back = clock.now()
+    clock.advance(timedelta(hours=1))  # (2 h would make it idle enough to stop again)
+    run_cycle(guard)
+    saved = digest.build(guard.cfg, guard.store, clock.now())["saved"]
+    assert saved["still_off"] == 0
+    # saved until it was seen running again, an hour after it started
+    hours = Decimal(int((back + timedelta(hours=1) - stopped_at).total_seconds())) / 3600
+    assert abs(Decimal(saved["month_to_date_usd"]) - hour_gpu * hours) <= Decimal("0.01")
+
+    items = {i["name"]: i for i in inventory_for(guard.store, guard.cfg, clock.now(), True)}
+    assert Decimal(items["gpu-idle"]["accrued_today_usd"]) == (hour_gpu * 2).quantize(
+        Decimal("0.01")
+    )  # the observed hour before the stop, and the hour since its restart
+    assert items["cpu-busy"]["accrued_month_usd"] == items["cpu-busy"]["accrued_today_usd"]
+    guard.store.close()
+
+
+def test_digest_is_queued_once_per_cron_fire(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    sim.add_notebook("nb", in_service_since=clock.now() - timedelta(hours=1))
+    # the default cron: weekdays 09:00 in the configured timezone (UTC); clock: Mon 09:00
+    guard = guard_for(clock, db_url, [], pricing={"source": "bundled"})
+    clock.advance(timedelta(hours=-2))
+    for _ in range(6):  # 07:00 .. 11:10, every 50 min: the 09:00 fire is seen once
+        run_cycle(guard)
+        clock.advance(timedelta(minutes=50))
+    with guard.store.session() as s:
+        keys = list(s.scalars(select(OutboxRow.key).where(OutboxRow.key.startswith("digest:"))))
+    assert keys == ["digest:2026-11-23T09:00:00+00:00"]
+    guard.store.close()
+
+
+def test_nothing_is_due_before_the_first_fire(clock: ManualClock) -> None:
+    from guard.config import Config
+
+    cfg = Config.model_validate({"slack": {"digest": "0 9 * * MON-FRI"}})
+    sunday = clock.now() - timedelta(days=1)
+    assert digest.due(cfg, sunday) is None  # Friday's fire is more than a day old
+    assert digest.due(cfg, clock.now() + timedelta(minutes=1)) == clock.now()
