@@ -595,6 +595,8 @@ def _not_a_candidate(
         return f"budget {budget.id} is under its act_at"
     if budget.action not in KINDS[res.kind].actions:
         return f"{res.kind} has no {budget.action}"
+    if not KINDS[res.kind].idles:  # a job is busy until it ends; a rule judges its utilization
+        return f"a {KINDS[res.kind].title} is never idle by time"
     if res.usd_per_hour is None or res.usd_per_hour <= 0:
         return "no known cost"
     idle = res.idle_for(now)

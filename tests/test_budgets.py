@@ -457,6 +457,21 @@ def test_act_at_stops_idle_in_scope_most_expensive_first(
     assert run_cycle(guard)["actions"] == [] and guard.store.open_episodes() == {}
 
 
+def test_act_at_never_stops_a_job_for_running_long(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    five_hours_ago = clock.now() - timedelta(hours=5)
+    job = sim.add_training_job("ml-train", tags={"team": "ml"}, started_at=five_hours_ago)
+    sim.add_notebook("ml-idle", tags={"team": "ml"}, in_service_since=five_hours_ago)
+    budget = {**ACT_BUDGET, "scope": {"tags": {"team": "ml"}}}
+    guard = make_guard(clock, db_url, budget, mode="enforce")
+    add_spend(guard.store, job, MONDAY, "60")  # 120 %: over act_at
+    report = run_cycle(guard)
+    # A job works until it ends: 5 h without activity evidence is not idleness.
+    assert [a["name"] for a in report["actions"]] == ["ml-idle"]
+    assert sim.job_status("training_job", "ml-train") == "InProgress"
+
+
 def test_act_at_in_dry_run_only_records_would(
     sim: Simulator, clock: ManualClock, db_url: str
 ) -> None:
