@@ -72,6 +72,13 @@ Duration = Annotated[
 ]
 
 
+def _check_kinds(cls: type, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown kinds {unknown}; known kinds: {', '.join(sorted(KINDS))}")
+    return kinds
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -235,13 +242,7 @@ class BudgetScope(_Frozen):
     kinds: tuple[str, ...] = ()
     tags: dict[str, str] = Field(default_factory=dict)  # key -> value, or "*" for any value
 
-    @field_validator("kinds")
-    @classmethod
-    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [k for k in kinds if k not in KINDS]
-        if unknown:
-            raise ValueError(f"unknown kinds {unknown}; known kinds: {', '.join(sorted(KINDS))}")
-        return kinds
+    _known_kinds = field_validator("kinds")(_check_kinds)
 
 
 class Budget(_Frozen):
@@ -368,13 +369,7 @@ class Config(BaseSettings):
             ) from exc
         return value
 
-    @field_validator("kinds")
-    @classmethod
-    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [k for k in kinds if k not in KINDS]
-        if unknown:
-            raise ValueError(f"unknown kinds {unknown}; known kinds: {', '.join(sorted(KINDS))}")
-        return kinds
+    _known_kinds = field_validator("kinds")(_check_kinds)
 
     @field_validator("regions")
     @classmethod

@@ -776,14 +776,7 @@ def _add_accruals(s: Session, spent: dict[str, list[accrual.Span]], tz: ZoneInfo
     for (arn, day), total in totals.items():
         row = rows.get((arn, day))
         if row is None:
-            row = AccrualRow(
-                arn=arn,
-                day=day,
-                usd=Decimal(0),
-                running_seconds=0,
-                unpriced_seconds=0,
-                unobserved_seconds=0,
-            )
+            row = AccrualRow.zero(arn, day)
             s.add(row)
         row.usd += total.usd
         row.running_seconds += total.running_seconds

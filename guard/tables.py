@@ -240,6 +240,18 @@ class AccrualRow(Base):
     unpriced_seconds: Mapped[int] = mapped_column(default=0)  # running, but $/h unknown
     unobserved_seconds: Mapped[int] = mapped_column(default=0)  # a gap the guard did not see
 
+    @classmethod
+    def zero(cls, arn: str, day: date) -> AccrualRow:
+        """A new day's row, ready to be added to (column defaults apply only at flush)."""
+        return cls(
+            arn=arn,
+            day=day,
+            usd=Decimal(0),
+            running_seconds=0,
+            unpriced_seconds=0,
+            unobserved_seconds=0,
+        )
+
 
 class PriceRow(Base):
     """An on-demand price from the AWS Price List API, cached with its fetch time."""

@@ -74,14 +74,7 @@ def add_spend(
     with store.session() as s:
         row = s.get(AccrualRow, (arn, day))
         if row is None:
-            row = AccrualRow(
-                arn=arn,
-                day=day,
-                usd=Decimal(0),
-                running_seconds=0,
-                unpriced_seconds=0,
-                unobserved_seconds=0,
-            )
+            row = AccrualRow.zero(arn, day)
             s.add(row)
         row.usd += Decimal(usd)
         row.unpriced_seconds += unpriced_hours * 3600
