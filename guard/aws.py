@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import boto3
@@ -148,3 +149,9 @@ def not_found(exc: ClientError) -> bool:
     return code in ("ResourceNotFound", "ResourceNotFoundException") or (
         code == "ValidationException" and ("could not find" in message or "not found" in message)
     )
+
+
+def pages(client: Any, operation: str, key: str, **params: Any) -> Iterable[Any]:
+    """Every item under `key` across all pages of a paginated operation."""
+    for page in client.get_paginator(operation).paginate(**params):
+        yield from page.get(key, [])

@@ -25,7 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from guard import cost_explorer
@@ -34,10 +34,10 @@ from guard.config import Budget, BudgetScope, Config
 from guard.kinds import KINDS
 from guard.model import Decision, Episode, Resource, Step
 from guard.notify import Notifier
-from guard.reports import money
-from guard.rules import human, is_exempt, snoozed_until
-from guard.store import Store
-from guard.tables import AccrualRow, BudgetAlertRow
+from guard.reports import dollars, iso, money
+from guard.rules import human, is_exempt, snoozed_until, tags_match
+from guard.store import Spent, Store
+from guard.tables import BudgetAlertRow
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,6 @@ def _midnight(day: date, tz: ZoneInfo) -> datetime:
 
 
 # --- scope ------------------------------------------------------------------------------
-
-
-def tags_match(selector: Mapping[str, str], tags: Mapping[str, str]) -> bool:
-    """A rule's tag selector semantics: every key present, with that value or any ("*")."""
-    return all(
-        key in tags and (wanted == "*" or tags[key] == wanted) for key, wanted in selector.items()
-    )
 
 
 def in_scope(scope: BudgetScope, res: Resource) -> bool:
@@ -167,11 +160,11 @@ class Status:
                 {
                     "at": at,
                     "crossed": self.reached(at),
-                    "alerted_at": _iso(self.alerts.get(_threshold_key(at))),
+                    "alerted_at": iso(self.alerts.get(_threshold_key(at))),
                 }
                 for at in sorted(b.warn_at)
             ],
-            "forecast_alerted_at": _iso(self.alerts.get(FORECAST)),
+            "forecast_alerted_at": iso(self.alerts.get(FORECAST)),
             "act_at": b.act_at,
             "action": b.action,
             "idle_for": int(b.idle_for.total_seconds()),
@@ -209,12 +202,12 @@ def statuses(
         actual = cost_explorer.actuals(store, scopes, first, last)
     alerts = _alerts(store, periods)
     closed = cost_explorer.closed_until(now, cfg)
-    sums: dict[tuple[date, ...], dict[str, _Sum]] = {}  # the same days are summed once
+    sums: dict[tuple[date, date, tuple[date, ...] | None], dict[str, Spent]] = {}
 
-    def accrued(days: tuple[date, ...]) -> dict[str, _Sum]:
-        if days not in sums:
-            sums[days] = _accrued(store, days)
-        return sums[days]
+    def spent(start: date, end: date, only: tuple[date, ...] | None = None) -> dict[str, Spent]:
+        if (start, end, only) not in sums:  # budgets of the same period are summed once
+            sums[(start, end, only)] = store.spent(start, end, only)
+        return sums[(start, end, only)]
 
     result = []
     for budget in cfg.budgets:
@@ -226,12 +219,12 @@ def statuses(
             for day, usd in actual.get(key or "", {}).items()
             if period.start <= day < min(period.end, closed)
         }
-        whole = accrued(_days(period.start, period.end))
-        on_actual_days = accrued(tuple(sorted(figures))) if figures else {}
-        total, on_figures = _Sum(), _Sum()
+        whole = spent(period.start, period.end)
+        on_actual_days = spent(period.start, period.end, tuple(sorted(figures))) if figures else {}
+        total, on_figures = Spent(), Spent()
         for res in members:
-            total = total + whole.get(res.arn, _Sum())
-            on_figures = on_figures + on_actual_days.get(res.arn, _Sum())
+            total = total + whole.get(res.arn, Spent())
+            on_figures = on_figures + on_actual_days.get(res.arn, Spent())
         running = [r for r in members if r.running]
         priced = [r.usd_per_hour for r in running if r.usd_per_hour is not None]
         result.append(
@@ -255,49 +248,6 @@ def statuses(
     return result
 
 
-def _days(start: date, end: date) -> tuple[date, ...]:
-    return tuple(start + timedelta(days=i) for i in range((end - start).days))
-
-
-@dataclass(frozen=True)
-class _Sum:
-    usd: Decimal = Decimal(0)
-    unpriced_seconds: int = 0
-    unobserved_seconds: int = 0
-
-    def __add__(self, other: _Sum) -> _Sum:
-        return _Sum(
-            self.usd + other.usd,
-            self.unpriced_seconds + other.unpriced_seconds,
-            self.unobserved_seconds + other.unobserved_seconds,
-        )
-
-
-def _accrued(store: Store, days: tuple[date, ...]) -> dict[str, _Sum]:
-    """Accrued totals per resource over some days, summed in the database (a month of a big
-    fleet is hundreds of thousands of rows). Consecutive days become a range."""
-    consecutive = days == tuple(days[0] + timedelta(days=i) for i in range(len(days)))
-    if consecutive:
-        where = [AccrualRow.day >= days[0], AccrualRow.day <= days[-1]]
-    else:
-        where = [AccrualRow.day.in_(days)]
-    query = (
-        select(
-            AccrualRow.arn,
-            func.sum(AccrualRow.usd),
-            func.sum(AccrualRow.unpriced_seconds),
-            func.sum(AccrualRow.unobserved_seconds),
-        )
-        .where(*where)
-        .group_by(AccrualRow.arn)
-    )
-    with store.session() as s:
-        return {
-            arn: _Sum(Decimal(usd or 0), int(unpriced or 0), int(unobserved or 0))
-            for arn, usd, unpriced, unobserved in s.execute(query)
-        }
-
-
 def _alerts(store: Store, periods: Mapping[str, Period]) -> dict[str, dict[str, datetime]]:
     found: dict[str, dict[str, datetime]] = defaultdict(dict)
     with store.session() as s:
@@ -315,10 +265,6 @@ def _alerts(store: Store, periods: Mapping[str, Period]) -> dict[str, dict[str, 
 
 def _threshold_key(fraction: float) -> str:
     return str(float(fraction))  # 0.5 -> "0.5", 1 -> "1.0"
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
 
 
 # --- the cycle's budget step ------------------------------------------------------------
@@ -455,11 +401,11 @@ def summary(cfg: Config, st: Status) -> str:
     b = st.budget
     today = st.now.astimezone(cfg.tz).date()
     over = st.forecast_usd > b.limit_usd
-    forecast = _usd(st.forecast_usd, 0 if st.forecast_usd >= 100 else 2)  # "$2,310", "$7.21"
+    forecast = dollars(st.forecast_usd, 0 if st.forecast_usd >= 100 else 2)  # "$2,310", "$7.21"
     return (
-        f"Budget {b.id}: {_usd(st.spend_usd)} of {_usd(b.limit_usd)} spent "
+        f"Budget {b.id}: {dollars(st.spend_usd)} of {dollars(b.limit_usd)} spent "
         f"({_pct(st.fraction)}) by {_day(today)}; at the current "
-        f"{_usd(st.burn_usd_per_hour)}/h it will reach {forecast} by "
+        f"{dollars(st.burn_usd_per_hour)}/h it will reach {forecast} by "
         f"{_day(st.period.last_day)}" + (" \N{EM DASH} over the limit." if over else ".")
     )
 
@@ -484,9 +430,10 @@ def _lines(cfg: Config, st: Status) -> list[str]:
     if missing:
         lines.append("The estimate misses: " + "; ".join(missing) + ".")
     if st.actual_usd is not None:
+        estimate = dollars(st.estimate_on_actual_days_usd)
         lines.append(
-            f"Cost Explorer: {_usd(st.actual_usd)} for the {len(st.actual_days)} closed day(s) "
-            f"it reports (the guard's estimate for them: {_usd(st.estimate_on_actual_days_usd)})."
+            f"Cost Explorer: {dollars(st.actual_usd)} for the {len(st.actual_days)} closed day(s) "
+            f"it reports (the guard's estimate for them: {estimate})."
         )
     if b.act_at is not None and b.action is not None:
         at = _pct(Decimal(str(b.act_at)))
@@ -510,10 +457,6 @@ def _scope_text(scope: BudgetScope) -> str:
     if scope.tags:
         parts.append("tags " + ", ".join(f"{k}={v}" for k, v in sorted(scope.tags.items())))
     return "; ".join(parts)
-
-
-def _usd(value: Decimal, places: int = 2) -> str:
-    return f"${value:,.{places}f}"
 
 
 def _pct(fraction: Decimal) -> str:
@@ -563,9 +506,9 @@ def _decide(
     candidates.sort(key=lambda c: (-(c[0].usd_per_hour or Decimal(0)), c[0].arn))
     for res, idle in candidates:
         reason = (
-            f"budget {budget.id} at {_usd(st.spend_usd)} of {_usd(budget.limit_usd)} "
+            f"budget {budget.id} at {dollars(st.spend_usd)} of {dollars(budget.limit_usd)} "
             f"({_pct(st.fraction)}, acts at {_pct(Decimal(str(budget.act_at)))}); "
-            f"idle for {human(idle)}; {_usd(res.usd_per_hour or Decimal(0))}/h"
+            f"idle for {human(idle)}; {dollars(res.usd_per_hour or Decimal(0))}/h"
         )
         assert budget.action is not None
         decisions.append(_decision(res, budget, Step.WARN, reason, None, deadline=now))
@@ -669,7 +612,7 @@ def budget_notes(found: Sequence[Status]) -> list[str]:
         if st.actual_usd is not None:
             notes.append(
                 f"{st.budget.id}: {len(st.actual_days)} closed day(s) from Cost Explorer, "
-                f"{_usd(st.actual_usd)} (estimate {_usd(st.estimate_on_actual_days_usd)})"
+                f"{dollars(st.actual_usd)} (estimate {dollars(st.estimate_on_actual_days_usd)})"
             )
         if st.unpriced_running or st.unpriced_hours or st.unobserved_hours:
             notes.append(

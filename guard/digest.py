@@ -14,7 +14,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from guard.config import Config
 from guard.kinds import KINDS
-from guard.reports import money
+from guard.reports import dollars, money
 from guard.rules import human, owner_of
 from guard.store import Store
 
@@ -38,8 +38,8 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
     month_start = today.replace(day=1)
     everything = {r.arn: r for r in store.resources(include_gone=True)}
     running = [r for r in everything.values() if r.running]
-    month = store.spend_by_arn(month_start, today + timedelta(days=1))
-    yesterday = store.spend_by_arn(today - timedelta(days=1), today)
+    month = {arn: x.usd for arn, x in store.spent(month_start, today + timedelta(days=1)).items()}
+    yesterday = {arn: x.usd for arn, x in store.spent(today - timedelta(days=1), today).items()}
 
     by_kind: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"running": 0, "usd_per_hour": Decimal(0), "month_to_date_usd": Decimal(0)}
@@ -146,7 +146,7 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def _hourly(usd: str | None) -> str:
-    return "unknown $/h" if usd is None else f"${Decimal(usd):,.2f}/h"
+    return "unknown $/h" if usd is None else f"{dollars(Decimal(usd))}/h"
 
 
 def _top(ranked: list[dict[str, Any]], n: int = 5) -> Iterable[str]:

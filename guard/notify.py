@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from slack_sdk import WebClient
@@ -36,7 +35,7 @@ from slack_sdk.webhook import WebhookClient
 from guard.config import Config
 from guard.kinds import KINDS, console_url, keeps
 from guard.model import Clock, Finding, Resource
-from guard.reports import finding_text
+from guard.reports import dollars, finding_text
 from guard.rules import owner_of
 from guard.store import OutboxRow, Store
 
@@ -204,7 +203,7 @@ class Notifier:
         """The payload: Block Kit `blocks`, a phone-friendly `text`, a `plain` terminal form."""
         res, kind = n.resource, KINDS[n.resource.kind]
         itype = res.instance_type or "unknown type"
-        price = "unknown" if res.usd_per_hour is None else f"{_usd(res.usd_per_hour)}/h"
+        price = "unknown" if res.usd_per_hour is None else f"{dollars(res.usd_per_hour)}/h"
         accrued = res.accrued_usd(now)
         since = "unknown"
         if res.running_since is not None:
@@ -214,7 +213,7 @@ class Notifier:
         fields = [
             ("Account / Region", f"{res.account} / {res.region}"),
             ("Instance", f"{itype} \N{MULTIPLICATION SIGN} {res.instance_count}"),
-            ("Cost", price if accrued is None else f"{price}, {_usd(accrued)} so far"),
+            ("Cost", price if accrued is None else f"{price}, {dollars(accrued)} so far"),
             ("Running since", since),
             ("Owner", owner),
             ("Why", f"{n.rule_id}: {n.reason}"),
@@ -480,10 +479,6 @@ def _retry_after(headers: dict[str, Any]) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
-
-
-def _usd(value: Decimal) -> str:
-    return f"${value:,.2f}"
 
 
 def _span(delta: timedelta) -> str:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from guard.aws import AWS_ERRORS, Aws, error_text
+from guard.aws import AWS_ERRORS, Aws, error_text, pages
 from guard.config import Config, PricingConfig
 from guard.tables import PriceRefreshRow, PriceRow
 
@@ -371,14 +371,11 @@ def _products(client: Any, region: str) -> Iterable[Any]:
         {"Type": "TERM_MATCH", "Field": "productFamily", "Value": "ML Instance"},
         {"Type": "TERM_MATCH", "Field": "regionCode", "Value": region},
     ]
-    paginator = client.get_paginator("get_products")
-    for page in paginator.paginate(
-        ServiceCode=SERVICE_CODE,
-        Filters=filters,
-        FormatVersion="aws_v1",
+    return pages(
+        client, "get_products", "PriceList",
+        ServiceCode=SERVICE_CODE, Filters=filters, FormatVersion="aws_v1",
         PaginationConfig={"PageSize": PAGE_SIZE},
-    ):
-        yield from page.get("PriceList", [])
+    )  # fmt: skip
 
 
 def _failed(store: Store, now: datetime, error: str, cfg: Config) -> RefreshResult:

@@ -15,16 +15,21 @@ from rich.table import Table
 from guard.config import Config
 from guard.model import Episode, Resource
 from guard.rules import clock_time, is_exempt, owner_of, snoozed_until
-from guard.store import ActionRow, Store
+from guard.store import ActionRow, Spent, Store
 
 
-def _iso(when: datetime | None) -> str | None:
+def iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
 def money(value: Decimal | None, places: int = 4) -> str | None:
     """Money in JSON: a decimal string with fixed places ("0.2300"), never a float."""
     return None if value is None else f"{value:.{places}f}"
+
+
+def dollars(value: Decimal, places: int = 2) -> str:
+    """Money for people: "$1,234.50"."""
+    return f"${value:,.{places}f}"
 
 
 def inventory_for(
@@ -38,8 +43,8 @@ def inventory_for(
         store.snoozes(now),
         store.open_episodes(),
         now,
-        today_usd=store.spend_by_arn(today, today + timedelta(days=1)),
-        month_usd=store.spend_by_arn(today.replace(day=1), today + timedelta(days=1)),
+        today=store.spent(today, today + timedelta(days=1)),
+        month=store.spent(today.replace(day=1), today + timedelta(days=1)),
     )
 
 
@@ -49,20 +54,20 @@ def inventory_items(
     snoozes: Mapping[str, datetime],
     episodes: Mapping[tuple[str, str], Episode],
     now: datetime,
-    today_usd: Mapping[str, Decimal] | None = None,
-    month_usd: Mapping[str, Decimal] | None = None,
+    today: Mapping[str, Spent] | None = None,
+    month: Mapping[str, Spent] | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON object per resource (money as decimal strings, times as ISO-8601 UTC)."""
     items = []
-    today_usd, month_usd = today_usd or {}, month_usd or {}
+    today, month = today or {}, month or {}
     for res in resources:
         until = snoozed_until(res, cfg, snoozes, now)
         states = [
             {
                 "rule": rule_id,
                 "state": "acted" if ep.acted_at else "warned",
-                "since": _iso(ep.warned_at),
-                "deadline": _iso(ep.deadline),
+                "since": iso(ep.warned_at),
+                "deadline": iso(ep.deadline),
             }
             for (arn, rule_id), ep in sorted(episodes.items())
             if arn == res.arn
@@ -80,19 +85,19 @@ def inventory_items(
                 "instance_count": res.instance_count,
                 "usd_per_hour": money(res.usd_per_hour),
                 "price_source": res.price_source,
-                "running_since": _iso(res.running_since),
-                "last_activity": _iso(res.last_activity),
+                "running_since": iso(res.running_since),
+                "last_activity": iso(res.last_activity),
                 "activity_source": res.activity_source.value,
                 "evidence_error": res.evidence_error,
                 "utilization": res.utilization,  # peak % per "metric/window-seconds"
                 "details": res.details,  # kind-specific facts (endpoint variants, job limits)
                 "accrued_usd": money(res.accrued_usd(now), 2),  # the current run so far
                 # spend the guard observed, per local day (see "Accrued spend" in the README)
-                "accrued_today_usd": money(today_usd.get(res.arn, Decimal(0)), 2),
-                "accrued_month_usd": money(month_usd.get(res.arn, Decimal(0)), 2),
+                "accrued_today_usd": money(today.get(res.arn, Spent()).usd, 2),
+                "accrued_month_usd": money(month.get(res.arn, Spent()).usd, 2),
                 "owner": owner_of(res, cfg) or None,
                 "exempt": is_exempt(res, cfg),
-                "snoozed_until": _iso(until),
+                "snoozed_until": iso(until),
                 "rule_state": states,
                 "tags": res.tags,
             }
@@ -158,7 +163,7 @@ def _short(iso: str, cfg: Config) -> str:
 def audit_entries(rows: Sequence[ActionRow]) -> list[dict[str, Any]]:
     return [
         {
-            "at": _iso(row.at),
+            "at": iso(row.at),
             "arn": row.arn,
             "kind": row.kind,
             "name": row.name,

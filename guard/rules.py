@@ -113,6 +113,11 @@ def _idle_reason(res: Resource, idle: timedelta, tz: ZoneInfo) -> str:
     return f"no activity seen in the {human(idle)} since it started"
 
 
+def tags_match(selector: Mapping[str, str], tags: Mapping[str, str]) -> bool:
+    """A tag selector (rules, budget scopes): every key present, with that value or any ("*")."""
+    return all(key in tags and wanted in ("*", tags[key]) for key, wanted in selector.items())
+
+
 def match(rule: Rule, res: Resource, cfg: Config, now: datetime, fired: datetime | None) -> Match:
     """Apply every selector of `rule` to `res` (ANDed)."""
     if res.kind != rule.kind:
@@ -125,9 +130,8 @@ def match(rule: Rule, res: Resource, cfg: Config, now: datetime, fired: datetime
         fnmatch.fnmatchcase(res.instance_type or "", glob) for glob in rule.instance_types
     ):
         return Match(False, "other instance type")
-    for key, wanted in rule.tags.items():
-        if key not in res.tags or (wanted != "*" and res.tags[key] != wanted):
-            return Match(False, f"tag {key} does not match")
+    if not tags_match(rule.tags, res.tags):
+        return Match(False, "tags do not match")
     reasons: list[str] = []
     if rule.idle_for is not None:
         idle = res.idle_for(now)

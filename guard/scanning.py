@@ -6,7 +6,7 @@ Groups Tagging API (100 per page), metrics from GetMetricData (500 queries per c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from guard.aws import AWS_ERRORS, Aws, error_text
+from guard.aws import AWS_ERRORS, Aws, error_text, pages
 from guard.config import Account, Config
 from guard.kinds import KindSpec
 from guard.model import Finding, Resource
@@ -50,11 +50,6 @@ class ScanContext:
     store: Store
     prices: PriceBook
     now: datetime
-
-
-def pages(client: Any, operation: str, key: str, **params: Any) -> Iterable[dict[str, Any]]:
-    for page in client.get_paginator(operation).paginate(**params):
-        yield from page.get(key, [])
 
 
 def list_all(

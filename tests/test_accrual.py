@@ -158,7 +158,8 @@ def test_a_simulated_day_accrues_the_analytic_cost_per_resource(
             run_cycle(guard)
         minute += 5
 
-    accrued = {a.arn.rsplit("/", 1)[-1]: a for a in guard.store.accruals(DAY, DAY + timedelta(1))}
+    spent = guard.store.spent(DAY, DAY + timedelta(days=1))
+    accrued = {arn.rsplit("/", 1)[-1]: day for arn, day in spent.items()}
     for run in runs:
         expected_usd, expected_unobserved = run.analytic()
         got = accrued[run.name]

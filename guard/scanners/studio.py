@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from guard.aws import AWS_ERRORS, error_text
+from guard.aws import AWS_ERRORS, error_text, pages
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Finding, Resource, parse_time
-from guard.scanning import ScanContext, Target, list_all, pages, tags_or_error, utc
+from guard.scanning import ScanContext, Target, list_all, tags_or_error, utc
 from guard.store import Store
 
 PAGE = 100  # MaxResults of ListApps, ListSpaces, ListUserProfiles and ListDomains
