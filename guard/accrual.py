@@ -6,7 +6,8 @@ between. The rules below count only time it can vouch for, and say how much it c
 - running at both ends, observations at most `max_gap` apart: the whole interval, at the
   $/h seen at its start;
 - started in between (its `running_since` falls inside the interval): from that start — a
-  fact from AWS, so it counts even across a long gap;
+  fact from AWS, so it counts even across a long gap; a restart also counts the old run up to
+  the middle of the stretch before the new start;
 - stopped in between: up to the stop when AWS says when (`stopped_since`), else up to the
   middle of the interval (at most half a scan interval off, either way);
 - running at both ends but observed further apart than `max_gap` (the daemon was down):
@@ -107,7 +108,11 @@ def spans(
     if cur.running and (started_inside or not prev.running):
         if started_inside:
             assert cur.running_since is not None
-            return [Span(cur.running_since, now, cur.usd_per_hour)]
+            this_run = Span(cur.running_since, now, cur.usd_per_hour)
+            if prev.running and gap <= policy.max_gap:  # restarted: the undated stop came
+                # between the last look and the new start; split that stretch
+                return [Span(prev.at, prev.at + (cur.running_since - prev.at) / 2, price), this_run]
+            return [this_run]
         if gap <= policy.max_gap:  # it started at a time AWS did not tell: split the gap
             return [Span(prev.at + gap / 2, now, cur.usd_per_hour)]
         return [Span(prev.at, now, None, observed=False)]

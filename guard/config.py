@@ -173,6 +173,12 @@ class Rule(_Frozen):
                 f"action {self.action!r} is not available for kind {self.kind!r} "
                 f"(available: {', '.join(allowed)})"
             )
+        if self.idle_for is not None and not KINDS[self.kind].idles:
+            raise ValueError(
+                f"idle_for is not available for kind {self.kind!r}: a job works until it ends, "
+                "so time without activity is not idleness (use running_for or "
+                "utilization_below)"
+            )
         if self.utilization_below is not None and not KINDS[self.kind].utilization_namespace:
             with_metrics = [k.name for k in KINDS.values() if k.utilization_namespace]
             raise ValueError(

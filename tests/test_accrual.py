@@ -54,6 +54,13 @@ def test_a_stop_counts_up_to_the_stop_when_aws_dates_it_else_the_middle() -> Non
     assert spans(prev, undated, POLICY) == [Span(at(0), at(2.5), PRICE)]
 
 
+def test_a_restart_between_two_looks_counts_both_runs() -> None:
+    prev = Observation(at(0), True, PRICE)
+    cur = Observation(at(5), True, PRICE, running_since=at(3))
+    # the old run up to the middle of [0, 3] (its stop is undated), the new one from 3
+    assert spans(prev, cur, POLICY) == [Span(at(0), at(1.5), PRICE), Span(at(3), at(5), PRICE)]
+
+
 def test_first_sight_counts_only_what_started_since_the_last_complete_listing() -> None:
     cur = Observation(at(5), True, PRICE, running_since=at(3))
     assert spans(None, cur, POLICY, listed_before=at(0)) == [Span(at(3), at(5), PRICE)]

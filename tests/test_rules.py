@@ -205,6 +205,13 @@ def test_invalid_rule_names_file_rule_and_field(tmp_path: Any) -> None:
     assert "rule 'bad-action'" in message and "action 'explode' is not available" in message
 
 
+def test_idle_for_is_refused_for_jobs_which_are_never_idle_by_time() -> None:
+    # A training job shows no "activity" while it trains: idle_for would stop every job
+    # that ran longer than the window, so the config refuses it and names the alternatives.
+    with pytest.raises(ConfigError, match="idle_for is not available for kind 'training_job'"):
+        load_config(None, rules=[{"id": "j", "kind": "training_job", "idle_for": "2h"}])
+
+
 def test_malformed_snooze_tag_snoozes_nothing() -> None:
     res = notebook(tags={"cost-guard:snooze-until": "after lunch"})
     assert steps(evaluate([res], {}, {}, cfg(IDLE_STOP), NOW)) == [("warn", "idle")]
