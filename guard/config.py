@@ -215,6 +215,35 @@ class SlackConfig(_Frozen):
     # interactivity endpoint; until it does, messages carry only the console link.
     interactive: bool = False
     timeout_seconds: int = 10
+    # team tag value -> channel: a resource tagged team=<value> is announced there (a rule's
+    # own `channel` wins over this, this wins over `channel`)
+    team_channels: dict[str, str] = Field(default_factory=dict)
+    dm_owners: bool = False  # also send each owner a direct message (needs a bot token)
+    # Slack user ids (U...) and user group ids (S...) whose "Stop now" click is carried out;
+    # empty: nobody's. Snooze and Keep are open to anyone who can see the message.
+    stop_allowed: tuple[str, ...] = ()
+    # Receive button clicks over Socket Mode (an outbound websocket, needs SLACK_APP_TOKEN)
+    # instead of Slack calling `cost-guard serve` at /slack/events.
+    socket_mode: bool = False
+    stuck_after: Duration = timedelta(hours=1)  # an undelivered message older: logged as error
+
+
+class OwnersConfig(_Frozen):
+    """Who owns what, besides the owner tag."""
+
+    # Studio apps: user profile name -> owner (email or Slack user id), for profiles whose
+    # apps carry no owner tag
+    studio_profiles: dict[str, str] = Field(default_factory=dict)
+
+
+class ServeConfig(_Frozen):
+    """`cost-guard serve` / `run --serve`: /healthz, /metrics and /slack/events."""
+
+    host: str = "0.0.0.0"  # all interfaces: in a container the port is published on purpose
+    port: int = Field(default=8080, ge=0, le=65535)
+    # /healthz fails when the last successful cycle is older than this
+    # (default: three scan intervals)
+    healthy_within: Duration | None = None
 
 
 class PricingConfig(_Frozen):
@@ -314,6 +343,9 @@ class Secrets(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
     )
+    slack_app_token: SecretStr | None = Field(  # Socket Mode (xapp-...)
+        None, validation_alias=AliasChoices("SLACK_APP_TOKEN")
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -341,6 +373,9 @@ class Config(BaseSettings):
     kinds: tuple[str, ...] = tuple(KINDS)
     tags: TagKeys = TagKeys()
     slack: SlackConfig = SlackConfig()
+    owners: OwnersConfig = OwnersConfig()
+    serve: ServeConfig = ServeConfig()
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for collectors
     rules: tuple[Rule, ...] = ()
     pricing: PricingConfig = PricingConfig()
     accrual: AccrualConfig = AccrualConfig()
@@ -461,7 +496,7 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of keys")
         raw = loaded
-    for secret in ("slack_bot_token", "slack_webhook_url", "slack_signing_secret", "secrets"):
+    for secret in (*Secrets.model_fields, "secrets"):
         if secret in raw:
             raise ConfigError(
                 f"{source}: {secret}: secrets are read from the environment only "
