@@ -25,6 +25,7 @@ demo: $(STAMP_DEMO)
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check guard migrations tests bench
 	$(BIN)/ruff format --check guard migrations tests bench
+	$(BIN)/hadolint Dockerfile
 
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
@@ -32,8 +33,37 @@ typecheck: $(STAMP_TEST)
 test: lint typecheck
 	$(BIN)/pytest -q
 
+# Build the Dockerfile with buildah and run the image with podman (no Docker engine needed);
+# see deploy/image-test.sh. Needs root; installs buildah/podman/debootstrap if missing.
+.PHONY: image-test
+image-test: $(STAMP_DEMO)
+	bash deploy/image-test.sh
+
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench.cycle_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The Lambda deployment package (deploy/lambda/template.yaml's CodeUri): the package (with its
+# Alembic migrations, installed as guard/migrations) and its dependencies as manylinux x86_64 /
+# CPython 3.11 wheels, without the demo extras.
+LAMBDA_BUILD := build/lambda
+# LAMBDA_CONFIG: the config file copied into the zip as /var/task/cost-guard.yaml.
+# Bytecode is compiled unchecked-hash: /var/task is read-only and zip times are coarse.
+LAMBDA_CONFIG ?= cost-guard.yaml
+.PHONY: lambda-zip
+lambda-zip: | $(BIN)/python
+	rm -rf $(LAMBDA_BUILD)/package $(LAMBDA_BUILD)/wheel $(LAMBDA_BUILD)/cost-guard-lambda.zip
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(LAMBDA_BUILD)/wheel .
+	$(BIN)/pip install --quiet --target $(LAMBDA_BUILD)/package \
+		--platform manylinux2014_x86_64 --only-binary=:all: --python-version 3.11 --implementation cp \
+		$(LAMBDA_BUILD)/wheel/*.whl
+	@if [ -f "$(LAMBDA_CONFIG)" ]; then cp "$(LAMBDA_CONFIG)" $(LAMBDA_BUILD)/package/cost-guard.yaml; \
+		echo "config: $(LAMBDA_CONFIG) -> /var/task/cost-guard.yaml"; \
+	else echo "note: no $(LAMBDA_CONFIG): deploy with ConfigFile='' (environment and defaults only)"; fi
+	find $(LAMBDA_BUILD)/package -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(BIN)/python -m compileall -q -j 0 --invalidation-mode unchecked-hash $(LAMBDA_BUILD)/package
+	$(BIN)/python -c "import shutil; shutil.make_archive('$(LAMBDA_BUILD)/cost-guard-lambda', 'zip', '$(LAMBDA_BUILD)/package')"
+	@$(BIN)/python -c "import zipfile, os; p = '$(LAMBDA_BUILD)/cost-guard-lambda.zip'; z = zipfile.ZipFile(p); \
+		print(f'{p}: {os.path.getsize(p) / 2**20:.1f} MiB zipped, {sum(i.file_size for i in z.infolist()) / 2**20:.1f} MiB unzipped (Lambda limit: 250 MB unzipped)')"

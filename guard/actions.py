@@ -46,6 +46,17 @@ class Actions:
     ) -> Outcome:
         kind = KINDS[res.kind]
         spec = kind.actions[action]
+        now = self.clock.now()
+        # A snooze stored since this cycle judged the resource (a Slack click, the CLI) wins:
+        # checked here, just before anything is recorded or called.
+        if (snooze := self.store.snooze_of(res.arn, now)) is not None:
+            detail = f"snoozed by {snooze.by or 'someone'} until {snooze.until.isoformat()}"
+            self.store.record_action(
+                res, rule_id=rule_id, episode_id=episode_id, action=action,
+                mode=self.cfg.mode, outcome="skipped", detail=detail, now=now,
+            )  # fmt: skip
+            log.info("skipped %s %s %s: %s", action, res.kind, res.name, detail)
+            return Outcome("skipped", detail, snoozed=True)
         if not self.cfg.enforce:
             # The dry-run gate: nothing below this line runs without `mode: enforce`.
             detail = f"{spec.verb_would}: {reason} (dry-run: nothing was changed)"

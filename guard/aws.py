@@ -40,10 +40,12 @@ def error_text(exc: Exception) -> str:
 
 
 class CallCounter:
-    """Counts logical AWS API calls by "service:Operation", thread-safe."""
+    """Counts logical AWS API calls, and the ones that failed after botocore's retries, by
+    "service:Operation", thread-safe."""
 
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def __call__(self, model: Any, **_: Any) -> None:
@@ -51,13 +53,26 @@ class CallCounter:
         with self._lock:
             self._counts[name] += 1
 
+    def after_call(self, model: Any, http_response: Any = None, **_: Any) -> None:
+        """botocore's after-call (an answer, maybe an error status) and after-call-error
+        (no answer: connection refused, timed out) events."""
+        if http_response is not None and http_response.status_code < 400:
+            return
+        with self._lock:
+            self._errors[f"{model.service_model.signing_name}:{model.name}"] += 1
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(sorted(self._counts.items()))
 
+    def errors(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._errors.items()))
+
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._errors.clear()
 
     def total(self) -> int:
         with self._lock:
@@ -83,6 +98,8 @@ class Aws:
                     service, region_name=region, config=BOTO_CONFIG
                 )
                 client.meta.events.register("before-call.*.*", self.counter)
+                client.meta.events.register("after-call.*.*", self.counter.after_call)
+                client.meta.events.register("after-call-error.*.*", self.counter.after_call)
                 self._clients[key] = client
             return client
 
@@ -103,7 +120,7 @@ class Aws:
         if session is None:
             session = boto3.Session(botocore_session=_botocore_session())
             if account is not None and account.role_arn:
-                session = _assumed_session(session, account.role_arn)
+                session = _assumed_session(session, account.role_arn, account.external_id)
             self._sessions[name] = session
         return session
 
@@ -119,14 +136,19 @@ def _botocore_session() -> botocore.session.Session:
     return session
 
 
-def _assumed_session(base: boto3.Session, role_arn: str) -> boto3.Session:
+def _assumed_session(
+    base: boto3.Session, role_arn: str, external_id: str | None = None
+) -> boto3.Session:
     """A session whose credentials refresh themselves by re-assuming the role before expiry."""
     from botocore.credentials import RefreshableCredentials
 
     sts = base.client("sts", config=BOTO_CONFIG)
 
     def refresh() -> dict[str, str]:
-        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="cost-guard")["Credentials"]
+        extra = {"ExternalId": external_id} if external_id else {}
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="cost-guard", **extra)[
+            "Credentials"
+        ]
         return {
             "access_key": creds["AccessKeyId"],
             "secret_key": creds["SecretAccessKey"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -23,18 +22,13 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Quiet even with --verbose: slack_sdk logs request headers (the bot token) at DEBUG.
-    for noisy in (
-        "botocore", "boto3", "urllib3", "apscheduler.executors", "werkzeug", "alembic",
-        "slack_sdk", "slack_bolt",
-    ):  # fmt: skip
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(verbose: bool, fmt: str | None = None) -> None:
+    """Text or JSON lines on stderr. `main` runs first, before any config is read, so it takes
+    the format from COST_GUARD_LOG_FORMAT; `run`/`serve` re-run this with the config's
+    `log_format` once loaded. Secret-bearing loggers stay at WARNING even with --verbose."""
+    from guard import logs
+
+    logs.setup(verbose, "json" if (fmt or logs.env_format()) == "json" else "text")
 
 
 def with_config(func: F) -> F:
@@ -66,8 +60,10 @@ def _dump(data: Any) -> None:
 @click.group()
 @click.version_option(__version__, prog_name="cost-guard")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Stops Amazon SageMaker from quietly burning money."""
+    ctx.obj = {"verbose": verbose}
     _setup_logging(verbose)
 
 
@@ -82,14 +78,51 @@ def demo(speed: float) -> None:
     run_demo(console, pause=speed)
 
 
+def _relog(cfg: Config) -> None:
+    """Switch to the config's `log_format` (the environment's was applied before it loaded)."""
+    ctx = click.get_current_context(silent=True)
+    verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+    _setup_logging(verbose, cfg.log_format)
+
+
 @main.command()
+@click.option(
+    "--serve", "with_server", is_flag=True,
+    help="Also serve /healthz, /metrics (and /slack/events) on serve.host:serve.port.",
+)  # fmt: skip
 @with_config
-def run(cfg: Config) -> None:
+def run(cfg: Config, with_server: bool) -> None:
     """The daemon: a cycle every scan_interval until SIGTERM (finishes the running cycle)."""
     from guard.daemon import run_forever
     from guard.wiring import build_guard
 
-    run_forever(build_guard(cfg))
+    _relog(cfg)
+    guard = build_guard(cfg)
+    server = None
+    if with_server:
+        from guard.server import Server
+
+        server = Server(guard).start()
+    try:
+        run_forever(guard)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default: serve.host, 0.0.0.0).")
+@click.option("--port", type=int, default=None, help="Port (default: serve.port, 8080).")
+@with_config
+def serve(cfg: Config, host: str | None, port: int | None) -> None:
+    """HTTP: /healthz, /metrics (Prometheus) and /slack/events, until SIGTERM."""
+    from guard.server import Server, serve_until_signal
+    from guard.wiring import build_guard
+
+    _relog(cfg)
+    # Reads the database only: no reconcile (which needs AWS); the daemon does that.
+    guard = build_guard(cfg, reconcile=False)
+    serve_until_signal(Server(guard, host, port))
 
 
 @main.command()
@@ -262,13 +295,18 @@ def _resolve(cfg: Config, target: str) -> tuple[Any, str]:
 @with_config
 def snooze(cfg: Config, target: str, duration: str, reason: str) -> None:
     """No warning and no action for a resource until the snooze ends."""
+    import getpass
+
+    from guard import interactions
+
     guard, arn = _resolve(cfg, target)
-    now = guard.clock.now()
-    until = now + parse_duration(duration)
-    guard.store.snooze(arn, until, reason, "cli", now)
-    console.print(
-        f"{target} snoozed until {until.astimezone(cfg.tz):%Y-%m-%d %H:%M %Z}", highlight=False
+    res = guard.store.resource(arn)
+    assert res is not None
+    answer = interactions.snooze(
+        guard, res, parse_duration(duration), by=f"{getpass.getuser()} (cli)", reason=reason
     )
+    interactions.deliver_now(guard)  # the Slack message says so now, or after the next cycle
+    console.print(f"{target}: {answer.text}", highlight=False)
 
 
 @main.command()

@@ -196,6 +196,9 @@ class Account(_Frozen):
     id: str
     role_arn: str | None = None
     name: str | None = None
+    # sent with AssumeRole when the member role's trust policy requires one (not a secret:
+    # it guards against the confused deputy, not against someone who knows it)
+    external_id: str | None = None
 
 
 class TagKeys(_Frozen):

@@ -42,6 +42,10 @@ class Guard:
     # None: each cycle loads its prices from the database, refreshing them from the AWS Price
     # List API first when due; a book given here is used as is (tests).
     prices: PriceBook | None = None
+    # True in the daemon (`cost-guard run`), which runs the digest, the price refresh and the
+    # history retention as scheduler jobs of their own (guard/daemon.py): the cycle then skips
+    # them. False (`once`, the Lambda handler): the cycle does all three itself, when due.
+    scheduled_separately: bool = False
 
     def __post_init__(self) -> None:
         if self.notifier is None:
@@ -49,9 +53,14 @@ class Guard:
         self.actions = Actions(self.cfg, self.aws, self.store, self.clock)
 
 
+# A Slack click holds the lock for a moment (its action, its confirmation): worth a short
+# wait rather than a skipped interval. A replica's whole cycle outlasts it: then skip.
+LOCK_WAIT_SECONDS = 2.0
+
+
 def run_cycle(guard: Guard) -> dict[str, Any]:
     """Run one cycle if no other process is running one; return the cycle report."""
-    with guard.store.cycle_lock() as held:
+    with guard.store.cycle_lock(timeout=LOCK_WAIT_SECONDS) as held:
         if not held:
             now = guard.clock.now().isoformat()
             log.info("another replica holds the cycle lock; skipping this cycle")
@@ -69,10 +78,13 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     started = clock.now()
     wall_start = time.perf_counter()  # the injected clock may stand still (tests, demo)
     guard.aws.counter.reset()
+    log.info("cycle started", extra={"event": "cycle_started", "instance": instance_id()})
 
     prices, refreshed = (
         (guard.prices, None)
         if guard.prices is not None
+        else (PriceBook.load(store, cfg), None)  # the daemon's price job refreshes
+        if guard.scheduled_separately
         else cycle_prices(cfg, guard.aws, store, started)
     )
     result = scan(ScanContext(cfg, guard.aws, store, prices, started))
@@ -90,9 +102,11 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     )
     applied = _apply(guard, decisions + spend.decisions)
     guard.notifier.notify_scan_health(result.errors, result.findings)
-    _send_digest(guard, now)
+    if not guard.scheduled_separately:  # the daemon has a digest job and a retention job
+        send_digest(guard, now)
     delivery = guard.notifier.deliver()
-    store.prune(now, cfg.history_retention)
+    if not guard.scheduled_separately:
+        store.prune(now, cfg.history_retention)
 
     errors = result.errors + spend.errors
     report = _report(guard, result.resources, started, clock.now(), applied, errors)
@@ -102,13 +116,22 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     report["duration_seconds"] = round(time.perf_counter() - wall_start, 3)
     report["api_calls"] = guard.aws.counter.snapshot()
     report["api_calls_total"] = sum(report["api_calls"].values())
+    report["api_errors"] = guard.aws.counter.errors()  # failed after retries, by operation
     report["slack"] = delivery
     store.save_cycle(report, cfg.mode)
+    fields = {  # one structured line per cycle (top-level keys with log_format: json)
+        "event": "cycle", "instance": report["instance"], "mode": cfg.mode,
+        "resources": report["resources"], "running": report["running"],
+        "usd_per_hour": report["usd_per_hour"], "warnings": report["warnings"],
+        "actions": len(report["actions"]), "errors": len(report["errors"]),
+        "api_calls": report["api_calls_total"], "duration_seconds": report["duration_seconds"],
+    }  # fmt: skip
     log.info(
         "cycle done: %d resources, %d running, $%s/h, %d warnings, %d actions, %d errors, "
-        "%d AWS calls",
+        "%d AWS calls, %.1fs",
         report["resources"], report["running"], report["usd_per_hour"], report["warnings"],
         len(report["actions"]), len(report["errors"]), report["api_calls_total"],
+        report["duration_seconds"], extra=fields,
     )  # fmt: skip
     return report
 
@@ -138,15 +161,17 @@ def _apply(guard: Guard, decisions: list[Decision]) -> dict[str, list[dict[str, 
     return applied
 
 
-def _send_digest(guard: Guard, now: datetime) -> None:
-    """Queue the money digest once per `slack.digest` fire time (the first cycle after it)."""
+def send_digest(guard: Guard, now: datetime) -> None:
+    """Queue the money digest once per `slack.digest` fire time (the first cycle after it;
+    in the daemon, its digest job)."""
     assert guard.notifier is not None
     fired = digest.due(guard.cfg, now)
     key = f"digest:{fired.isoformat()}" if fired else ""
     if fired is None or guard.store.queued(key):
         return
-    title, lines = digest.text(digest.build(guard.cfg, guard.store, now))
-    guard.notifier.notify_digest(key, title, lines)
+    data = digest.build(guard.cfg, guard.store, now)
+    title, lines = digest.text(data)
+    guard.notifier.notify_digest(key, title, lines, digest.fields(data))
 
 
 def _entry(d: Decision) -> dict[str, Any]:
@@ -174,9 +199,10 @@ def _act(guard: Guard, d: Decision, episode_id: int) -> dict[str, Any]:
     outcome = guard.actions.execute(
         res, d.action, rule_id=d.rule_id, episode_id=episode_id, reason=d.reason
     )
-    guard.store.mark_acted(episode_id, guard.clock.now())
-    state = {"dry-run": "would-act", "failed": "failed"}.get(outcome.outcome, "acted")
-    _tell(guard, d, episode_id, state, outcome.detail)
+    if not outcome.snoozed:  # else the snooze has closed the episode and told Slack
+        guard.store.mark_acted(episode_id, guard.clock.now())
+        state = {"dry-run": "would-act", "failed": "failed"}.get(outcome.outcome, "acted")
+        _tell(guard, d, episode_id, state, outcome.detail)
     return {
         **_entry(d),
         "action": d.action,

@@ -28,6 +28,7 @@ from guard import digest
 from guard.config import Config, Secrets
 from guard.cycle import Guard, run_cycle
 from guard.endpoint_actions import restore_endpoint
+from guard.interactions import snooze
 from guard.model import ManualClock
 from guard.reports import (
     audit_entries,
@@ -214,14 +215,12 @@ def _script(
     if step == 2:
         erin = guard.store.resource_by_name("notebook", "erin-snoozed")
         if erin:
-            guard.store.snooze(
-                erin.arn, now + timedelta(hours=4), "training run finishing", "erin", now
-            )
             console.print(
                 f"[bold]{clock_time(now, guard.cfg.tz)}[/bold] erin runs "
                 "`cost-guard snooze notebook/erin-snoozed --for 4h`",
                 highlight=False,
             )
+            snooze(guard, erin, timedelta(hours=4), by="erin (cli)", reason="training finishing")
 
 
 def _slack(console: Console, clock: ManualClock, text: str) -> None:

@@ -1,10 +1,12 @@
-"""The daily money digest: what runs now, what it cost, who spent it, what sits idle, and
-what cost-guard saved. Sent on the `slack.digest` cron; `cost-guard digest` prints it.
+"""The daily digest: what runs now (by kind and owner), what it cost, who spent it, what sits
+idle, what cost-guard did since the last digest and what it saved, and what needs fixing
+(unowned resources, settings that bill idle time, regions it cannot see). Sent on the
+`slack.digest` cron; `cost-guard digest` prints it.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, time, timedelta
 from decimal import Decimal
@@ -14,13 +16,15 @@ from apscheduler.triggers.cron import CronTrigger
 
 from guard.config import Config
 from guard.kinds import KINDS
-from guard.reports import dollars, money
+from guard.reports import dollars, finding_text, money
 from guard.rules import human, owner_of
 from guard.store import Store
 
 TOP_IDLE = 5
+LISTED = 5  # how many unowned resources / actions are named, beyond their counts
 IDLE_AFTER = timedelta(hours=1)  # idle this long to count among the "top idle spenders"
 UNOWNED, NO_TEAM = "(no owner)", "(no team)"
+OWNER_HINT = "owner tag"
 
 
 def due(cfg: Config, now: datetime) -> datetime | None:
@@ -64,6 +68,18 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
         key=lambda r: r.usd_per_hour or Decimal(0),
         reverse=True,
     )[:TOP_IDLE]
+    running_by_owner: dict[str, Decimal] = defaultdict(Decimal)
+    for res in running:
+        running_by_owner[owner_of(res, cfg) or UNOWNED] += res.usd_per_hour or 0
+    unowned = sorted(
+        (r for r in running if not owner_of(r, cfg)),
+        key=lambda r: r.usd_per_hour or Decimal(0),
+        reverse=True,
+    )
+    since = store.last_digest_at(before=now) or now - timedelta(days=1)
+    # strictly after: an action in the same instant as the last digest was in that one
+    done = [a for a in store.audit(since) if a.action != "warn" and since < a.at <= now]
+    last = store.last_cycle() or {}
     month_began = datetime.combine(month_start, time(), cfg.tz)
     savings = store.savings(now)
     saved = sum((s.usd(month_began) or Decimal(0) for s in savings), Decimal(0))
@@ -82,6 +98,32 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
             }
             for kind, v in sorted(by_kind.items())
         },
+        "running_by_owner": [
+            {"name": name, "usd_per_hour": money(usd)}
+            for name, usd in sorted(running_by_owner.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        "unowned": {
+            "running": len(unowned),
+            "usd_per_hour": money(sum((r.usd_per_hour or Decimal(0) for r in unowned), Decimal(0))),
+            "resources": [
+                {"kind": r.kind, "name": r.name, "usd_per_hour": money(r.usd_per_hour)}
+                for r in unowned[:LISTED]
+            ],
+        },
+        "actions_since": since.isoformat(),
+        "actions": [
+            {
+                "at": a.at.isoformat(),
+                "kind": a.kind,
+                "name": a.name,
+                "action": a.action,
+                "outcome": a.outcome,
+                "rule": a.rule_id,
+            }
+            for a in done
+        ],
+        "findings": [finding_text(f) for f in last.get("findings", [])],
+        "scan_errors": list(last.get("errors", [])),
         "by_owner": _ranked(by_owner),
         "by_team": _ranked(by_team),
         "top_idle": [
@@ -135,6 +177,25 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
             f"{_hourly(i['usd_per_hour'])}, idle {human(timedelta(hours=i['idle_hours']))}"
             for i in d["top_idle"]
         )
+    owners = (f"{o['name']} {_hourly(o['usd_per_hour'])}" for o in d["running_by_owner"][:5])
+    lines.insert(1, "Running now by owner: " + _join(owners))
+    unowned = d["unowned"]
+    if unowned["running"]:
+        names = ", ".join(f"{r['kind']}/{r['name']}" for r in unowned["resources"])
+        more = unowned["running"] - len(unowned["resources"])
+        lines.append(
+            f"Unowned (no {OWNER_HINT}): {unowned['running']} running, "
+            f"{_hourly(unowned['usd_per_hour'])}: {names}" + (f" and {more} more" if more else "")
+        )
+    if d["actions"]:
+        outcomes = Counter(f"{a['action']} {a['outcome']}" for a in d["actions"])
+        lines.append("Since the last digest: " + _join(f"{o} {n}" for o, n in outcomes.items()))
+        lines.extend(
+            f"• {a['action']} {a['kind']}/{a['name']}: {a['outcome']} (rule {a['rule']})"
+            for a in d["actions"][-LISTED:]
+        )
+    lines.extend(f"Finding: {f}" for f in d["findings"])
+    lines.extend(f"Cannot see: {e}" for e in d["scan_errors"])
     saved = d["saved"]
     if saved["actions"]:
         lines.append(
@@ -143,6 +204,16 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
             f"{_hourly(saved['usd_per_hour_still_off'])})."
         )
     return title, lines
+
+
+def fields(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline figures, shown side by side at the top of the Slack message."""
+    return [
+        ("Running now", f"{d['running']} · {_hourly(d['usd_per_hour'])}"),
+        ("Month to date", f"${d['month_to_date_usd']} (yesterday ${d['yesterday_usd']})"),
+        ("Unowned", f"{d['unowned']['running']} · {_hourly(d['unowned']['usd_per_hour'])}"),
+        ("Saved this month", f"${d['saved']['month_to_date_usd']}"),
+    ]
 
 
 def _hourly(usd: str | None) -> str:

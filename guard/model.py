@@ -156,6 +156,7 @@ class Outcome:
 
     outcome: str  # done | skipped | failed | dry-run
     detail: str
+    snoozed: bool = False  # skipped because a snooze arrived after the cycle judged it
 
 
 @dataclass(frozen=True)

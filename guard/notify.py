@@ -47,7 +47,8 @@ _sdk_log.setLevel(logging.INFO)
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
-STALE_AFTER = timedelta(hours=1)
+# An email Slack did not know is asked again after this long (the person may have joined).
+UNKNOWN_USER_RETRY = timedelta(days=7)
 # What talking to Slack can raise besides an API error: refused, reset, timed out, cut short.
 # Database errors are deliberately not here: they must not pass for a failed send.
 _NETWORK_ERRORS = (SlackClientError, OSError, http.client.HTTPException)
@@ -55,7 +56,7 @@ _USER_ID = re.compile(r"<?@?([UW][A-Z0-9]{6,})>?")
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+>")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _EMOJI = {"warned": ":warning:", "acted": ":octagonal_sign:", "would-act": ":eyes:"}
-_EMOJI |= {"failed": ":x:", "resolved": ":white_check_mark:"}
+_EMOJI |= {"failed": ":x:", "resolved": ":white_check_mark:", "snoozed": ":zzz:"}
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,14 @@ class Notice:
     resource: Resource
     rule_id: str
     episode_id: int
-    state: str  # "warned" | "acted" | "would-act" | "failed" | "resolved"
+    state: str  # "warned" | "acted" | "would-act" | "failed" | "resolved" | "snoozed"
     action: str  # the rule's action: "notify" | "stop"
     reason: str  # the evidence for people: "no Jupyter activity for 3 h 10 min"
     deadline: datetime | None  # when the action will happen (state "warned"), UTC-aware
     mode: str  # "dry-run" | "enforce"
     detail: str = ""  # outcome detail: "StopNotebookInstance accepted", "became active"
+    by: str = ""  # who caused this step from Slack ("<@U123>"), shown in the message
+    click: int | None = None  # the button click behind it (part of the idempotency key)
 
 
 class _SendFailed(Exception):
@@ -112,28 +115,69 @@ class Notifier:
                 retry_handlers=[],
             )
         self.transport = "bot" if self._client else "webhook" if self._webhook else "terminal"
-        self._user_ids: dict[str, str | None] = {}  # email -> Slack user id (None: no user)
 
     # --- queueing ------------------------------------------------------------------------
 
     def notify(self, notice: Notice) -> None:
         """Render and queue; calling it again for the same episode and state queues nothing."""
         owner, owner_id = self._owner(notice.resource)
-        rule = self.cfg.rule(notice.rule_id)
-        budget = next((b for b in self.cfg.budgets if f"budget:{b.id}" == notice.rule_id), None)
         now = self.clock.now()
+        key = f"episode:{notice.episode_id}:{notice.state}"
+        if notice.click is not None:
+            key += f":click-{notice.click}"
+        channel = self._channel(notice, owner_id)
+        payload = self.render(notice, owner, now)
         self.store.enqueue(
-            key=f"episode:{notice.episode_id}:{notice.state}",
+            key=key,
             arn=notice.resource.arn,
             episode_id=notice.episode_id,
             operation="post" if notice.state == "warned" else "update",
-            # Without any channel configured the owner gets a direct message.
-            channel=(rule.channel if rule else None)
-            or (budget.channel if budget else None)
-            or self.cfg.slack.channel
-            or owner_id,
-            payload=self.render(notice, owner, now),
+            channel=channel,
+            payload=payload,
             now=now,
+        )
+        if self.cfg.slack.dm_owners and owner_id and owner_id != channel and self._client:
+            # The owner's copy: a message of its own in their DM (not updated in place; the
+            # channel's message carries the story), for the warning and the outcome.
+            self.store.enqueue(
+                key=f"{key}:dm",
+                arn=notice.resource.arn,
+                episode_id=None,
+                operation="post",
+                channel=owner_id,
+                payload=payload,
+                now=now,
+            )
+
+    def reply(self, notice: Notice, text: str) -> None:
+        """A thread reply under the episode's message that changes nothing else (a refused
+        click, say); queued once per click."""
+        owner, owner_id = self._owner(notice.resource)
+        now = self.clock.now()
+        payload = self.render(notice, owner, now)
+        payload["thread_text"] = text
+        self.store.enqueue(
+            key=f"episode:{notice.episode_id}:reply:click-{notice.click}",
+            arn=notice.resource.arn,
+            episode_id=notice.episode_id,
+            operation="reply",
+            channel=self._channel(notice, owner_id),
+            payload=payload,
+            now=now,
+        )
+
+    def _channel(self, notice: Notice, owner_id: str | None) -> str | None:
+        """The rule's (or budget's) channel, else the owner's team's, else `slack.channel`;
+        without any channel configured the owner gets a direct message."""
+        rule = self.cfg.rule(notice.rule_id)
+        budget = next((b for b in self.cfg.budgets if f"budget:{b.id}" == notice.rule_id), None)
+        team = notice.resource.tags.get(self.cfg.tags.team, "")
+        return (
+            (rule.channel if rule else None)
+            or (budget.channel if budget else None)
+            or self.cfg.slack.team_channels.get(team)
+            or self.cfg.slack.channel
+            or owner_id
         )
 
     def notify_scan_health(self, errors: Sequence[str], findings: Sequence[Finding]) -> None:
@@ -173,18 +217,30 @@ class Notifier:
         the budget's channel, else the configured one; False if that key was queued before."""
         return self._enqueue_plain(key, title, lines, self.clock.now(), channel)
 
-    def notify_digest(self, key: str, title: str, lines: list[str]) -> bool:
+    def notify_digest(
+        self, key: str, title: str, lines: list[str], fields: Sequence[tuple[str, str]] = ()
+    ) -> bool:
         """Queue the daily digest once per cron fire time (`key`)."""
-        return self._enqueue_plain(key, title, lines, self.clock.now())
+        return self._enqueue_plain(key, title, lines, self.clock.now(), fields=fields)
 
     def _enqueue_plain(
-        self, key: str, title: str, lines: list[str], now: datetime, channel: str | None = None
+        self,
+        key: str,
+        title: str,
+        lines: list[str],
+        now: datetime,
+        channel: str | None = None,
+        fields: Sequence[tuple[str, str]] = (),
     ) -> bool:
         body = "\n".join(lines)
-        blocks: list[Block] = [
-            HeaderBlock(text=title.split(" ", 1)[1][:150]),
-            SectionBlock(text=MarkdownTextObject(text=_esc(body)[:2900])),
-        ]
+        blocks: list[Block] = [HeaderBlock(text=title.split(" ", 1)[1][:150])]
+        if fields:
+            blocks.append(
+                SectionBlock(
+                    fields=[MarkdownTextObject(text=f"*{k}*\n{_esc(v)}") for k, v in fields]
+                )
+            )
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_esc(body)[:2900])))
         return self.store.enqueue(
             key=key,
             arn=None,
@@ -263,11 +319,14 @@ class Notifier:
                 f"Will {verb} {when} unless used or snoozed.",
             )
         at = self._time(now, "%H:%M %Z")
+        who = f"{n.by} (Stop now)" if n.by else f"rule {n.rule_id}"
         long = {
-            "acted": f"{past.capitalize()} at {at} by rule {n.rule_id}",
-            "would-act": f"Dry-run: would have {past} now",
+            "acted": f"{past.capitalize()} at {at} by {who}",
+            "would-act": f"Dry-run: would have {past} now"
+            + (f" ({n.by} clicked Stop now; nothing was changed)" if n.by else ""),
             "failed": f"Tried to {verb} at {at}, failed: {n.detail or 'unknown error'}",
             "resolved": f"Resolved: {n.detail or 'no longer matches'}",
+            "snoozed": n.detail,
         }.get(n.state, f"{n.state}: {n.detail}")
         if n.state == "acted" and _keeps(n):
             return f"{long}. {_keeps(n)}", long + "."
@@ -291,8 +350,12 @@ class Notifier:
         return (f"<@{user_id}>", user_id) if user_id else (value, None)
 
     def _lookup(self, client: WebClient, email: str) -> str | None:
-        if email in self._user_ids:
-            return self._user_ids[email]
+        """The Slack user id for an email, asked once and kept in the database (so a restart
+        or a second replica does not ask again); an unknown email is asked again weekly."""
+        now = self.clock.now()
+        known = self.store.slack_user(email)
+        if known is not None and (known[0] is not None or now - known[1] < UNKNOWN_USER_RETRY):
+            return known[0]
         try:
             user_id: str | None = str(client.users_lookupByEmail(email=email)["user"]["id"])
         except SlackApiError as exc:
@@ -303,7 +366,7 @@ class Notifier:
         except _NETWORK_ERRORS as exc:  # unreachable: show the address, ask again later
             log.warning("Slack users.lookupByEmail failed: %s", self._redact(repr(exc)))
             return None
-        self._user_ids[email] = user_id
+        self.store.remember_slack_user(email, user_id, now)
         return user_id
 
     # --- delivery ------------------------------------------------------------------------
@@ -347,13 +410,13 @@ class Notifier:
                     continue
             blocked.add(lane)
             counts["pending"] += 1
-            if now - row.created_at > STALE_AFTER:
+            if now - row.created_at > self.cfg.slack.stuck_after:
                 stale.append(row)
         if stale:
-            oldest = stale[0]
+            oldest, bound = stale[0], self.cfg.slack.stuck_after
             log.error(
                 "%d Slack message(s) undelivered for over %s; oldest %s since %s, last error: %s",
-                *(len(stale), STALE_AFTER, oldest.key, oldest.created_at.isoformat()),
+                *(len(stale), bound, oldest.key, oldest.created_at.isoformat()),
                 oldest.last_error or "waiting for an earlier message",
             )
         return counts
@@ -362,7 +425,7 @@ class Notifier:
         """Returns once Slack accepted the message; raises `_SendFailed` otherwise."""
         payload = row.payload
         if self._client is None and self._webhook is None:
-            if row.operation == "update" and payload.get("thread_text"):
+            if row.operation in ("update", "reply") and payload.get("thread_text"):
                 # In a terminal an update reads best as one line, like the Slack thread reply.
                 return self._terminal(
                     f"{payload['plain'].splitlines()[0]}: {payload['thread_text']}"
@@ -372,8 +435,12 @@ class Notifier:
             if self._client is not None:
                 return self._send_bot(self._client, row)
             assert self._webhook is not None
-            blocks = [b for b in payload["blocks"] if b.get("type") != "actions"]
-            resp = self._webhook.send(text=payload["text"], blocks=blocks)
+            if row.operation == "reply":  # no threads through a webhook: a line of its own
+                title = payload["plain"].splitlines()[0]
+                resp = self._webhook.send(text=f"{title}: {payload['thread_text']}")
+            else:
+                blocks = [b for b in payload["blocks"] if b.get("type") != "actions"]
+                resp = self._webhook.send(text=payload["text"], blocks=blocks)
         except SlackApiError as exc:
             status, retry = exc.response.status_code, _retry_after(exc.response.headers)
             raise _SendFailed(_api_error(exc), status, retry) from None
@@ -388,6 +455,12 @@ class Notifier:
         channel, ts = self.store.episode_message(episode) if episode else (None, None)
         if row.operation == "post" and ts is not None:
             return  # Slack accepted it, then a crash kept it from being marked sent
+        if row.operation == "reply":
+            where = channel or row.channel
+            if where is None:
+                return self._terminal(payload["thread_text"])
+            client.chat_postMessage(channel=where, thread_ts=ts, text=payload["thread_text"])
+            return
         message = {"text": payload["text"], "blocks": payload["blocks"]}
         if ts is None or channel is None:
             # Also an update whose post never reached Slack as a bot message (sent by another
@@ -430,14 +503,16 @@ def _buttons(n: Notice, url: str) -> ActionsBlock:
     confirm = ConfirmObject(
         title=f"{verb} now?", text=f"{verb} {n.resource.name} now?", confirm=verb, deny="Cancel"
     )
+    stop = ButtonElement(
+        text=f"{verb} now", action_id="stop_now", value=arn, style="danger", confirm=confirm
+    )
     return ActionsBlock(
         block_id=f"episode-{n.episode_id}",  # lets the interactivity handler find the episode
         elements=[
             ButtonElement(text="Snooze 4h", action_id="snooze_4h", value=arn),
             ButtonElement(text="Keep 24h", action_id="keep_24h", value=arn),
-            ButtonElement(
-                text=f"{verb} now", action_id="stop_now", value=arn, style="danger", confirm=confirm
-            ),
+            # a notify-only rule has nothing to do now
+            *([stop] if n.action in KINDS[n.resource.kind].actions else []),
             ButtonElement(text="Open console", action_id="open_console", url=url),
         ],
     )
@@ -490,7 +565,12 @@ def _span(delta: timedelta) -> str:
 
 
 def _esc(text: str) -> str:
-    # Slack mrkdwn needs &, <, > escaped, except in a mention built here.
-    if _MENTION.fullmatch(text):
-        return text
+    # Slack mrkdwn needs &, <, > escaped, except in the user mentions built here.
+    parts = re.split(f"({_MENTION.pattern})", text)
+    return "".join(
+        part if _MENTION.fullmatch(part) else _escape_plain(part) for part in parts if part
+    )
+
+
+def _escape_plain(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

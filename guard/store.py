@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 import filelock
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import CursorResult, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from guard import accrual
@@ -35,6 +37,8 @@ from guard.tables import (
     ResourceRow,
     RestoreRecordRow,
     ScanCursorRow,
+    SlackInteractionRow,
+    SlackUserRow,
     SnoozeRow,
     UTCDateTime,
     make_engine,
@@ -198,16 +202,24 @@ class Store:
 
     @contextlib.contextmanager
     def cycle_lock(self, timeout: float = 0) -> Iterator[bool]:
-        """Hold the database's cycle lock; yields False when another process holds it.
+        """Hold the database's cycle lock, waiting up to `timeout` seconds for it; yields False
+        when another process holds it.
 
         Postgres: a session-level advisory lock, released by the server if we crash.
         SQLite: a lock file beside the database file.
         """
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:
-                got = bool(
-                    conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar()
-                )
+                deadline = time.monotonic() + timeout
+                while True:  # try, then poll until `timeout` (a wait that cannot hang)
+                    got = bool(
+                        conn.execute(
+                            text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}
+                        ).scalar()
+                    )
+                    if got or time.monotonic() >= deadline:
+                        break
+                    time.sleep(min(_LOCK_POLL_SECONDS, max(deadline - time.monotonic(), 0)))
                 try:
                     yield got
                 finally:
@@ -337,6 +349,12 @@ class Store:
             if not include_gone:
                 query = query.where(ResourceRow.gone_at.is_(None))
             return [row_to_resource(row) for row in s.scalars(query)]
+
+    def resource(self, arn: str) -> Resource | None:
+        """The latest snapshot of one resource (also after it is gone)."""
+        with self.session() as s:
+            row = s.get(ResourceRow, arn)
+            return row_to_resource(row) if row else None
 
     def resource_by_name(self, kind: str, name: str) -> Resource | None:
         with self.session() as s:
@@ -536,6 +554,12 @@ class Store:
             s.flush()
             return row.id
 
+    def episode(self, episode_id: int) -> tuple[Episode, datetime | None] | None:
+        """An episode and when it ended (None: still open)."""
+        with self.session() as s:
+            row = s.get(EpisodeRow, episode_id)
+            return (_episode(row), row.ended_at) if row else None
+
     def mark_acted(self, episode_id: int, now: datetime) -> None:
         with self.session() as s:
             s.execute(update(EpisodeRow).where(EpisodeRow.id == episode_id).values(acted_at=now))
@@ -638,6 +662,56 @@ class Store:
             rows = s.scalars(select(SnoozeRow).where(SnoozeRow.until > now))
             return {row.arn: row.until for row in rows}
 
+    def snooze_of(self, arn: str, now: datetime) -> SnoozeRow | None:
+        """The stored snooze of one resource, if it still runs."""
+        with self.session() as s:
+            row = s.get(SnoozeRow, arn)
+            return row if row is not None and row.until > now else None
+
+    # --- Slack users and button clicks -------------------------------------------------
+
+    def slack_user(self, email: str) -> tuple[str | None, datetime] | None:
+        """(the user id Slack gave, None if it had no such user; when it was asked), or None
+        if this email was never looked up."""
+        with self.session() as s:
+            row = s.get(SlackUserRow, email.lower())
+            return None if row is None else (row.user_id, row.looked_up_at)
+
+    def remember_slack_user(self, email: str, user_id: str | None, now: datetime) -> None:
+        with self.session() as s:
+            s.merge(SlackUserRow(email=email.lower(), user_id=user_id, looked_up_at=now))
+
+    def claim_interaction(
+        self,
+        key: str,
+        *,
+        user_id: str,
+        action: str,
+        arn: str,
+        episode_id: int | None,
+        now: datetime,
+    ) -> int | None:
+        """Record a click before acting on it; None when this click was recorded before (Slack
+        retried it, or someone replayed it)."""
+        try:
+            with self.session() as s:
+                row = SlackInteractionRow(
+                    key=key, at=now, user_id=user_id, action=action, arn=arn, episode_id=episode_id
+                )
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:  # the unique key: a concurrent copy of the same click won
+            return None
+
+    def finish_interaction(self, interaction_id: int, outcome: str, detail: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(SlackInteractionRow)
+                .where(SlackInteractionRow.id == interaction_id)
+                .values(outcome=outcome, detail=detail)
+            )
+
     # --- Slack outbox ------------------------------------------------------------------
 
     def enqueue(
@@ -668,6 +742,15 @@ class Store:
                 )
             )
             return True
+
+    def last_digest_at(self, before: datetime) -> datetime | None:
+        """When the latest digest before `before` was queued (its "since the last digest")."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.max(OutboxRow.created_at)).where(
+                    OutboxRow.key.startswith("digest:"), OutboxRow.created_at < before
+                )
+            )
 
     def queued(self, key: str) -> bool:
         """Was a message with this idempotency key ever queued?"""
@@ -744,6 +827,7 @@ _ACTIVITY_EVIDENCE = {
     ActivitySource.INVOCATIONS.value,
 }
 _LOCK_KEY = 0x636F7374  # "cost": the advisory lock id shared by every replica
+_LOCK_POLL_SECONDS = 0.5
 
 
 _MUTATIONS = ("stop", "delete", "scale-to-zero")  # actions that take a resource off the bill

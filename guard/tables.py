@@ -176,7 +176,7 @@ class OutboxRow(Base):
     key: Mapped[str] = mapped_column(String(256), unique=True)  # idempotency key
     arn: Mapped[str | None] = mapped_column(String(512), index=True)
     episode_id: Mapped[int | None] = mapped_column(ForeignKey("episodes.id"))
-    operation: Mapped[str] = mapped_column(String(16))  # post | update
+    operation: Mapped[str] = mapped_column(String(16))  # post | update | reply
     channel: Mapped[str | None] = mapped_column(String(128))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
@@ -184,6 +184,33 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SlackUserRow(Base):
+    """users.lookupByEmail answers, so each owner's email is asked once, not every cycle."""
+
+    __tablename__ = "slack_users"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(32))  # None: Slack has no such user
+    looked_up_at: Mapped[datetime]
+
+
+class SlackInteractionRow(Base):
+    """A button click, recorded before it takes effect: its unique key makes a replayed or
+    retried click a no-op, and the rows say who snoozed, kept or stopped what."""
+
+    __tablename__ = "slack_interactions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), unique=True)  # action_ts:user:action
+    at: Mapped[datetime]
+    user_id: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))  # snooze_4h | keep_24h | stop_now
+    arn: Mapped[str] = mapped_column(String(512))
+    episode_id: Mapped[int | None]
+    outcome: Mapped[str] = mapped_column(String(32), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class CycleRow(Base):
@@ -332,8 +359,10 @@ def upgrade(url: str) -> None:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
-    root = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parent
+    # installed: guard/migrations (see pyproject.toml); a source checkout: ./migrations
+    scripts = next(p for p in (here / "migrations", here.parent / "migrations") if p.is_dir())
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("script_location", str(scripts))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")

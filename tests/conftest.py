@@ -110,16 +110,26 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """Each store test runs on both engines, starting from empty (migrated) tables."""
-    url: str = request.getfixturevalue(f"{request.param}_url")
+def emptied(url: str) -> str:
+    """The database at `url` with every (migrated) table emptied."""
     engine = create_engine(normalize_url(url))
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
     engine.dispose()
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on both engines, starting from empty (migrated) tables."""
+    return emptied(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    """This run's Postgres database, emptied: for what needs Postgres (replicas, Lambda)."""
+    return emptied(postgres_url)
 
 
 @pytest.fixture

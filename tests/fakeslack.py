@@ -1,8 +1,8 @@
 """A local stand-in for Slack's Web API and an incoming webhook, over real HTTP.
 
-It answers `chat.postMessage`, `chat.update`, `users.lookupByEmail` (under `/api/`) and webhook
-POSTs (`/webhook`) the way Slack does, records every request, and can be told to fail the next
-requests with a 500 or a 429 + Retry-After.
+It answers `chat.postMessage`, `chat.update`, `users.lookupByEmail`, `usergroups.users.list`
+and `auth.test` (under `/api/`) and webhook POSTs (`/webhook`) the way Slack does, records every
+request, and can be told to fail the next requests with a 500 or a 429 + Retry-After.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ class Call:
 
 
 class FakeSlack:
-    def __init__(self, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, users: dict[str, str] | None = None, groups: dict[str, list[str]] | None = None
+    ) -> None:
         self.users = dict(users or {})  # email -> user id
+        self.groups = dict(groups or {})  # user group id -> member user ids
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> message
         self._failures: list[tuple[int, int | None]] = []  # (status, retry_after) per request
@@ -106,6 +109,13 @@ class FakeSlack:
             if user_id is None:
                 return {"ok": False, "error": "users_not_found"}
             return {"ok": True, "user": {"id": user_id, "profile": {"email": body["email"]}}}
+        if call.method == "auth.test":  # slack-bolt asks once who its token belongs to
+            return {"ok": True, "team_id": "T0001", "user_id": "U0BOT", "bot_id": "B0BOT"}
+        if call.method == "usergroups.users.list":
+            members = self.groups.get(str(body.get("usergroup", "")))
+            if members is None:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": members}
         channel = str(body.get("channel", ""))
         if not channel:
             return {"ok": False, "error": "channel_not_found"}

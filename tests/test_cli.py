@@ -106,7 +106,7 @@ def test_inventory_audit_and_snooze(sim: Simulator, config_file: Path, env: dict
         ],
         env,
     )
-    assert out.exit_code == 0 and "snoozed until" in out.output
+    assert out.exit_code == 0 and "Snoozed for 4 h by " in out.output
     items = json.loads(cli(["inventory", "--json", "--config", str(config_file)], env).output)
     assert next(i for i in items if i["name"] == "idle-nb")["snoozed_until"]
     out = cli(["unsnooze", "notebook/idle-nb", "--config", str(config_file)], env)

@@ -302,10 +302,12 @@ def test_one_failing_region_leaves_the_other_working(
     report = run_cycle(guard)
     assert outcomes(report) == [("us-idle", "done")]
     assert any("eu-west-1" in e and "scan failed" in e for e in report["errors"])
+    assert report["api_errors"] == {"sagemaker:ListNotebookInstances": 1}  # for /metrics
     assert sim.notebook_status("eu-idle", region="eu-west-1") == "InService"
     sim.heal()
     clock.advance(timedelta(minutes=5))
-    assert outcomes(run_cycle(guard)) == [("eu-idle", "done")]
+    healed = run_cycle(guard)
+    assert outcomes(healed) == [("eu-idle", "done")] and healed["api_errors"] == {}
 
 
 # IAM names the tagging API "tag"; botocore signs it as "tagging".
@@ -395,6 +397,7 @@ def test_member_accounts_are_scanned_through_their_roles(
             "id": "111111111111",
             "name": "research",
             "role_arn": "arn:aws:iam::111111111111:role/guard",
+            "external_id": "cost-guard-7f3a",  # the member role's trust policy may demand it
         },
     ]
     guard = make_guard(
@@ -404,6 +407,10 @@ def test_member_accounts_are_scanned_through_their_roles(
     assert sorted(outcomes(report)) == [("member-idle", "done"), ("own-idle", "done")]
     assert {r.account for r in guard.store.resources()} == {"123456789012", "111111111111"}
     assert sim.notebook_status("member-idle", account="111111111111") == "Stopping"
+    assert sim.assumed_roles("111111111111")[-1] == (
+        "arn:aws:iam::111111111111:role/guard",
+        "cost-guard-7f3a",
+    )
 
 
 def test_a_failing_assumed_role_leaves_the_other_accounts_working(

@@ -104,3 +104,53 @@ def test_nothing_is_due_before_the_first_fire(clock: ManualClock) -> None:
     sunday = clock.now() - timedelta(days=1)
     assert digest.due(cfg, sunday) is None  # Friday's fire is more than a day old
     assert digest.due(cfg, clock.now() + timedelta(minutes=1)) == clock.now()
+
+
+def test_digest_lists_actions_since_the_last_digest_unowned_and_blind_spots(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    # Monday 09:00 UTC: the first digest goes out with the first cycle.
+    ago = clock.now() - timedelta(hours=5)
+    sim.add_notebook("ada-idle", "ml.g5.xlarge", tags={"owner": "ada@example.com"},
+                     in_service_since=ago)  # fmt: skip
+    sim.add_notebook("nobodys", "ml.m5.xlarge", in_service_since=ago)
+    sim.jupyter_activity("nobodys", clock.now())
+    sim.fail("sagemaker:ListNotebookInstances", region="eu-west-1")
+    guard = guard_for(
+        clock, db_url, [STOP_IDLE | {"grace": "30m"}], mode="enforce",
+        pricing={"source": "bundled"}, regions=["us-east-1", "eu-west-1"],
+    )  # fmt: skip
+    run_cycle(guard)  # warns about ada-idle and queues Monday's digest
+    clock.advance(timedelta(minutes=35))
+    sim.jupyter_activity("nobodys", clock.now())
+    assert [a["name"] for a in run_cycle(guard)["actions"]] == ["ada-idle"]
+
+    clock.advance(timedelta(days=1) - timedelta(minutes=35))  # Tuesday 09:00
+    sim.jupyter_activity("nobodys", clock.now())
+    run_cycle(guard)
+    with guard.store.session() as s:
+        tuesday = s.scalars(
+            select(OutboxRow).where(OutboxRow.key == "digest:2026-11-24T09:00:00+00:00")
+        ).one()
+    d = digest.build(guard.cfg, guard.store, clock.now() - timedelta(seconds=1))
+    # The stop came after Monday's digest: Tuesday's reports it (and not the warning).
+    assert [(a["name"], a["action"], a["outcome"]) for a in d["actions"]] == [
+        ("ada-idle", "stop", "done")
+    ]
+    assert d["unowned"]["running"] == 1 and d["unowned"]["resources"][0]["name"] == "nobodys"
+    assert d["running_by_owner"] == [{"name": "(no owner)", "usd_per_hour": "0.2300"}]
+    assert any("eu-west-1" in e and "AccessDenied" in e for e in d["scan_errors"])
+    plain = tuesday.payload["plain"]
+    for expected in (
+        "Running now by owner: (no owner) $0.23/h",
+        "Unowned (no owner tag): 1 running, $0.23/h: notebook/nobodys",
+        "Since the last digest: stop done 1",
+        "• stop notebook/ada-idle: done (rule idle)",
+        "Cannot see: ",
+    ):
+        assert expected in plain, expected
+    fields = tuesday.payload["blocks"][1]["fields"]
+    assert [f["text"].split("\n")[0] for f in fields] == [
+        "*Running now*", "*Month to date*", "*Unowned*", "*Saved this month*",
+    ]  # fmt: skip
+    guard.store.close()

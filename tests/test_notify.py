@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -337,6 +338,47 @@ def test_an_email_owner_is_looked_up_once_and_mentioned(
         f"*Owner*\n<@{ADA}>",
         "*Owner*\nbob@example.com",
         "*Owner*\nunknown",
+    ]
+    # The answers are kept in the database: a restarted guard (a new Notifier) asks nothing,
+    # not even for the email Slack did not know.
+    again = Notifier(make_cfg(fake_slack), store, clock)
+    again.notify(notice(store, notebook("nb-e", owner="ADA@example.com")))
+    again.notify(notice(store, notebook("nb-f", owner="bob@example.com")))
+    assert len(fake_slack.requests("users.lookupByEmail")) == 2
+    clock.advance(timedelta(days=8))  # an unknown email is asked again after a week
+    again.notify(notice(store, notebook("nb-g", owner="bob@example.com")))
+    assert len(fake_slack.requests("users.lookupByEmail")) == 3
+
+
+def test_team_channel_and_a_direct_message_to_the_owner(
+    store: Store, clock: ManualClock, fake_slack: FakeSlack
+) -> None:
+    cfg = make_cfg(fake_slack).with_overrides(
+        slack={
+            "channel": "C123",
+            "base_url": fake_slack.api_url,
+            "interactive": True,
+            "team_channels": {"vision": "C-VISION"},
+            "dm_owners": True,
+        }
+    )
+    notifier = Notifier(cfg, store, clock)
+    vision = replace(notebook("nb-v"), tags={"owner": "ada@example.com", "team": "vision"})
+    warned = notice(store, vision)
+    notifier.notify(warned)
+    notifier.notify(notice(store, notebook("nb-x", owner=None)))
+    notifier.deliver()
+    channels = [c.body["channel"] for c in fake_slack.accepted("chat.postMessage")]
+    assert channels == ["C-VISION", ADA, "C123"]  # the team's channel, Ada's DM; no owner: C123
+
+    # The story goes on in the channel's message; the owner gets the outcome in the DM too.
+    notifier.notify(notice(store, vision, "acted", episode_id=warned.episode_id))
+    notifier.deliver()
+    [update] = fake_slack.accepted("chat.update")
+    assert update.body["channel"] == "C-VISION"
+    assert [c.body["channel"] for c in fake_slack.accepted("chat.postMessage")][3:] == [
+        "C-VISION",  # the thread reply
+        ADA,
     ]
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -115,6 +117,21 @@ def test_cycle_lock_excludes_a_second_holder(store: Store) -> None:
                 assert not second
         with other.cycle_lock() as again:
             assert again
+        # A waiter gets the lock as soon as the holder lets go, within its timeout.
+        released = threading.Event()
+
+        def hold_briefly() -> None:
+            with store.cycle_lock() as held:
+                assert held
+                released.wait(5)
+
+        holder = threading.Thread(target=hold_briefly)
+        holder.start()
+        threading.Timer(0.3, released.set).start()
+        time.sleep(0.1)  # the holder has it by now
+        with other.cycle_lock(timeout=5) as waited:
+            assert waited and released.is_set()
+        holder.join()
     finally:
         other.close()
 

@@ -242,3 +242,22 @@ def test_inventory_json_lists_apps_with_price_and_evidence(sim: Simulator, tmp_p
     assert lab["activity_source"] == "heartbeat-tag" and lab["last_activity"]
     server = items[f"{domain}/alice/JupyterServer/default"]  # no instance of its own
     assert (server["usd_per_hour"], server["running"]) == ("0.0000", False)
+
+
+def test_a_profile_without_owner_tag_maps_to_its_owner_through_the_config(
+    sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
+) -> None:
+    domain = sim.add_domain("team")
+    sim.add_user_profile(domain, "bob")  # no owner tag
+    sim.add_user_profile(domain, "carol")
+    sim.add_app(domain, user="bob", created_at=clock.now() - timedelta(hours=1))
+    sim.add_app(domain, user="carol", created_at=clock.now() - timedelta(hours=1))
+    guard = make_guard(
+        clock, fresh_sqlite_url, owners={"studio_profiles": {"bob": "bob@example.com"}}
+    )
+    run_cycle(guard)
+    owners = {r.details["owner"]: r.details["owner_from"] for r in guard.store.resources()}
+    assert owners == {
+        "bob@example.com": "user profile bob (owners.studio_profiles)",
+        "carol": "user profile carol",  # unmapped: the profile's name, as before
+    }

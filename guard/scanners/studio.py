@@ -233,7 +233,8 @@ def _owner(
     profile_owners: dict[str, str],
 ) -> Owner:
     """The app's owner tag; else the owner tag of its user profile (the space owner's for a
-    private space); else that user profile's name."""
+    private space); else the owner `owners.studio_profiles` maps that profile to; else the
+    profile's name."""
     if app_tags.get(ctx.cfg.tags.owner):
         return Owner(app_tags[ctx.cfg.tags.owner], "app tag")
     domain, profile = app["DomainId"], app.get("UserProfileName")
@@ -251,6 +252,8 @@ def _owner(
     )
     if profile_arn in profile_owners:
         return Owner(profile_owners[profile_arn], f"{via} {profile} (its owner tag)")
+    if mapped := ctx.cfg.owners.studio_profiles.get(profile):
+        return Owner(mapped, f"{via} {profile} (owners.studio_profiles)")
     return Owner(profile, f"{via} {profile}")
 
 

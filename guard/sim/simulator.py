@@ -139,6 +139,12 @@ class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, CostSeeding, Pricing
         log_stream.events = [LogEvent(millis, {"timestamp": millis, "message": message})]
         log_stream.last_ingestion_time = naive_utc(at)
 
+    def assumed_roles(self, account: str) -> list[tuple[str, str | None]]:
+        """(role ARN, ExternalId) of every AssumeRole into `account`, oldest first."""
+        from moto.sts.models import sts_backends
+
+        return [(r.role_arn, r.external_id) for r in sts_backends[account]["aws"].assumed_roles]
+
     def settle(self) -> None:
         """Finish transitions that take minutes on AWS: notebooks and jobs Stopping -> Stopped."""
         for region in self.regions:

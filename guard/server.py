@@ -1,0 +1,177 @@
+"""`cost-guard serve` / `run --serve`: a small threaded WSGI server.
+
+- `/healthz`: 200 while the last successful cycle (any replica's, from the database) is younger
+  than `serve.healthy_within` (default three scan intervals); 503 when it is older, or when
+  none has finished within that bound of the server's start.
+- `/metrics`: Prometheus text, read from the database at scrape time (guard/metrics.py).
+- `/slack/events`: Slack interactivity (signature-verified by slack-bolt), mounted only when
+  `SLACK_SIGNING_SECRET` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from socketserver import ThreadingMixIn
+from types import FrameType
+from typing import Any, Protocol, Self, cast
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+from guard.cycle import Guard
+from guard.metrics import registry_for
+from guard.store import instance_id
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def healthy_within(guard: Guard) -> timedelta:
+    return guard.cfg.serve.healthy_within or 3 * guard.cfg.scan_interval
+
+
+def health(guard: Guard, started_at: datetime) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of /healthz at the guard's clock's now."""
+    now, bound = guard.clock.now(), healthy_within(guard)
+    body: dict[str, Any] = {
+        "status": "ok", "last_cycle_at": None, "age_seconds": None, "instance": None,
+        "healthy_within_seconds": bound.total_seconds(), "server_instance": instance_id(),
+    }  # fmt: skip
+    try:
+        last = guard.store.last_cycle()
+    except Exception as exc:  # the database is down: unhealthy, and say why (no URL)
+        log.warning("healthz: database unavailable: %s", type(exc).__name__)
+        return 503, {**body, "status": "database unavailable"}
+    if last is None:
+        starting = now - started_at < bound
+        return (200, {**body, "status": "starting"}) if starting else (
+            503, {**body, "status": "no cycle yet"})  # fmt: skip
+    finished = datetime.fromisoformat(last["finished_at"])
+    age = (now - finished).total_seconds()
+    body.update(last_cycle_at=last["finished_at"], age_seconds=round(age, 3),
+                instance=last.get("instance"))  # fmt: skip
+    if age > bound.total_seconds():
+        return 503, {**body, "status": "stale"}
+    return 200, body
+
+
+def make_app(guard: Guard, started_at: datetime | None = None) -> WsgiApp:
+    """The WSGI app: /healthz, /metrics, and /slack/events when a signing secret is set."""
+    started = started_at or guard.clock.now()
+    metrics = make_wsgi_app(registry_for(guard.store))
+    slack: WsgiApp | None = None
+    if guard.cfg.secrets.slack_signing_secret is not None:
+        # slack-bolt is imported only when used
+        from guard.slack_app import wsgi_app
+
+        slack = wsgi_app(guard)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            status, body = health(guard, started)
+            return _json(start_response, status, body)
+        if path == "/metrics":
+            return cast(Iterable[bytes], metrics(environ, start_response))
+        if path == "/slack/events" and slack is not None:
+            return slack(environ, start_response)
+        return _json(start_response, 404, {"error": f"no such path: {path}"})
+
+    return app
+
+
+def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
+    data = json.dumps(body).encode()
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+    start_response(
+        f"{status} {reason}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+    )
+    return [data]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scraper never holds up shutdown
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class Server:
+    """The HTTP server in a background thread (plus Socket Mode when configured)."""
+
+    def __init__(self, guard: Guard, host: str | None = None, port: int | None = None) -> None:
+        self.guard = guard
+        host = guard.cfg.serve.host if host is None else host
+        port = guard.cfg.serve.port if port is None else port
+        self.httpd = make_server(
+            host, port, make_app(guard),
+            server_class=_ThreadingServer, handler_class=_QuietHandler,
+        )  # fmt: skip
+        self._thread: threading.Thread | None = None
+        self._socket_mode: _Closeable | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.httpd.socket.getsockname()[0]
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="cost-guard-http", daemon=True
+        )
+        self._thread.start()
+        if self.guard.cfg.slack.socket_mode:
+            from guard.slack_app import start_socket_mode
+
+            self._socket_mode = start_socket_mode(self.guard)
+        log.info("serving /healthz and /metrics on %s", self.url,
+                 extra={"event": "serve", "url": self.url})  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        if self._socket_mode is not None:
+            self._socket_mode.close()
+            self._socket_mode = None
+        if self._thread is not None:
+            self.httpd.shutdown()  # waits for serve_forever to return
+            self._thread.join()
+            self._thread = None
+        self.httpd.server_close()
+
+
+def serve_until_signal(server: Server) -> None:
+    """`cost-guard serve`: serve in the foreground until SIGTERM/SIGINT, then stop cleanly."""
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping the server", signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    try:
+        while not done.wait(1.0):  # a timeout, so signals are handled promptly
+            pass
+    finally:
+        server.stop()
+    log.info("stopped")
