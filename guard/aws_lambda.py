@@ -20,11 +20,11 @@ from sqlalchemy.engine import make_url
 
 from guard.config import Config, ConfigError, config_path, load_config, mask_url
 from guard.cycle import Guard, run_cycle
+from guard.logs import NOISY, TEXT_FORMAT
 
 log = logging.getLogger(__name__)
 
 ALLOW_SQLITE_ENV = "COST_GUARD_LAMBDA_ALLOW_SQLITE"
-_NOISY = ("botocore", "boto3", "urllib3", "alembic", "slack_sdk", "slack_bolt")
 _MAX_LISTED = 50  # actions/errors listed in the summary (the counts are always complete)
 
 _guard: Guard | None = None
@@ -136,8 +136,8 @@ def _setup_logging() -> None:
     """
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(format=TEXT_FORMAT)
     if not os.environ.get("AWS_LAMBDA_LOG_LEVEL"):  # LoggingConfig.ApplicationLogLevel wins
         root.setLevel(logging.INFO)
-    for noisy in _NOISY:  # slack_sdk logs request headers (the bot token) at DEBUG
+    for noisy in NOISY:  # slack_sdk logs request headers (the bot token) at DEBUG
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -189,7 +189,9 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
         )
     if d["actions"]:
         outcomes = Counter(f"{a['action']} {a['outcome']}" for a in d["actions"])
-        lines.append("Since the last digest: " + _join(f"{o} {n}" for o, n in outcomes.items()))
+        latest = f" (the latest {LISTED}:)" if len(d["actions"]) > LISTED else ""
+        counts = _join(f"{o} {n}" for o, n in outcomes.items())
+        lines.append(f"Since the last digest: {counts}{latest}")
         lines.extend(
             f"• {a['action']} {a['kind']}/{a['name']}: {a['outcome']} (rule {a['rule']})"
             for a in d["actions"][-LISTED:]

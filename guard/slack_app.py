@@ -110,7 +110,8 @@ class _Clicks:
         action, user = body["actions"][0], body["user"]["id"]
         action_id, arn = action["action_id"], str(action.get("value", ""))
         block = str(action.get("block_id", ""))
-        episode_id = int(block.removeprefix("episode-")) if block[8:].isdigit() else None
+        number = block.removeprefix("episode-")
+        episode_id = int(number) if block.startswith("episode-") and number.isdigit() else None
         res = guard.store.resource(arn)
         if res is None:
             log.warning("Slack %s by %s for an unknown resource %s: ignored", action_id, user, arn)
