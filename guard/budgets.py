@@ -35,14 +35,13 @@ from guard.kinds import KINDS
 from guard.model import Decision, Episode, Resource, Step
 from guard.notify import Notifier
 from guard.reports import dollars, iso, money
-from guard.rules import human, is_exempt, snoozed_until, tags_match
+from guard.rules import UNKNOWN, hold, human, tags_match
 from guard.store import Spent, Store
 from guard.tables import BudgetAlertRow
 
 log = logging.getLogger(__name__)
 
 FORECAST = "forecast"  # the budget_alerts threshold of the forecast warning
-RULE_PREFIX = "budget:"  # episodes and audit rows of a budget's actions: "budget:<id>"
 _HOUR = Decimal(3600)
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 
@@ -292,7 +291,7 @@ class Check:
                 "acted": [
                     f"{a['kind']}/{a['name']}"
                     for a in actions
-                    if a.get("rule") == RULE_PREFIX + st.budget.id
+                    if a.get("rule") == st.budget.rule_id
                 ],
             }
             for st in self.statuses
@@ -486,7 +485,7 @@ def _decide(
     snoozed, or the budget is back under `act_at` (a new period).
     """
     budget = st.budget
-    rule_id = RULE_PREFIX + budget.id
+    rule_id = budget.rule_id
     decisions: list[Decision] = []
     candidates: list[tuple[Resource, timedelta]] = []
     for res in resources:
@@ -495,7 +494,7 @@ def _decide(
         episode = episodes.get((res.arn, rule_id))
         why_not = _not_a_candidate(cfg, budget, st, res, snoozes, now)
         if episode is not None:
-            if why_not and why_not != "unknown":
+            if why_not and why_not != UNKNOWN:
                 decisions.append(_decision(res, budget, Step.RESOLVE, why_not, episode.id))
             continue
         if why_not is None and res.arn not in taken:
@@ -526,14 +525,8 @@ def _not_a_candidate(
     now: datetime,
 ) -> str | None:
     """Why `res` is not (or no longer) to be acted on by this budget; None if it is."""
-    if not res.running:
-        return f"no longer running ({res.status})"
-    if res.unknown:
-        return "unknown"  # missing data is never evidence: no action, no resolution
-    if is_exempt(res, cfg):
-        return f"exempted (tag {cfg.tags.exempt}=true)"
-    if snoozed_until(res, cfg, snoozes, now) is not None:
-        return "snoozed"
+    if (why := hold(res, cfg, snoozes, now)) is not None:
+        return why  # UNKNOWN included: missing data is never evidence
     if not st.over_act_at:
         return f"budget {budget.id} is under its act_at"
     if budget.action not in KINDS[res.kind].actions:
@@ -560,7 +553,7 @@ def _decision(
 ) -> Decision:
     return Decision(
         resource=res,
-        rule_id=RULE_PREFIX + budget.id,
+        rule_id=budget.rule_id,
         action=budget.action or "notify",
         step=step,
         reason=reason,

@@ -308,6 +308,11 @@ class Budget(_Frozen):
     idle_for: Duration = timedelta(hours=1)
     channel: str | None = None  # Slack channel for this budget's messages
 
+    @property
+    def rule_id(self) -> str:
+        """The rule id of this budget's episodes and audit rows, beside the rules' own ids."""
+        return f"budget:{self.id}"
+
     @model_validator(mode="after")
     def _act_needs_action(self) -> Budget:
         if any(t <= 0 for t in self.warn_at) or (self.act_at is not None and self.act_at <= 0):
@@ -449,6 +454,10 @@ class Config(BaseSettings):
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
+
+    def budget(self, rule_id: str) -> Budget | None:
+        """The budget whose actions are recorded under `rule_id` ("budget:<id>")."""
+        return next((b for b in self.budgets if b.rule_id == rule_id), None)
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with some fields replaced (e.g. `--enforce`), validated like the original."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard.aws import not_found
+from guard.aws import not_found, pages
 from guard.model import Clock, Outcome, Resource
 from guard.scanners.endpoint import min_instances
 from guard.store import Store
@@ -38,10 +38,8 @@ def _tags(client: Any, res: Resource) -> list[dict[str, str]]:
     """The endpoint's tags: this cycle's (from the tagging API) or, if none, ListTags."""
     if res.tags:
         return [{"Key": k, "Value": v} for k, v in res.tags.items()]
-    tags: list[dict[str, str]] = []
-    for page in client.get_paginator("list_tags").paginate(ResourceArn=res.arn):
-        tags.extend({"Key": t["Key"], "Value": t["Value"]} for t in page.get("Tags", []))
-    return tags
+    listed = pages(client, "list_tags", "Tags", ResourceArn=res.arn)
+    return [{"Key": t["Key"], "Value": t["Value"]} for t in listed]
 
 
 def delete(

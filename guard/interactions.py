@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from guard.cycle import Guard
 from guard.model import Episode, Resource
 from guard.notify import Notice
-from guard.rules import clock_time, human, is_exempt, last_fire, match, snoozed_until
+from guard.rules import UNKNOWN, clock_time, hold, human, match_now
 
 log = logging.getLogger(__name__)
 
@@ -113,38 +113,21 @@ def deliver_now(guard: Guard, wait: float = 0) -> None:
 
 
 def _blocker(guard: Guard, res: Resource, episode: Episode, now: datetime) -> str | None:
-    """Why no action may touch `res` now, or None: the cycle's checks, asked again."""
+    """Why the action may not be taken now, or None: the cycle's own checks, asked again."""
     cfg = guard.cfg
-    if not res.running:
-        return f"it is not running ({res.status})"
-    if res.unknown:
-        return "its state could not be read in the last cycle"
-    if is_exempt(res, cfg):
-        return f"it is exempt (tag {cfg.tags.exempt}=true)"
-    until = snoozed_until(res, cfg, guard.store.snoozes(now), now)
-    if until is not None:
-        return f"it is snoozed until {clock_time(until, cfg.tz)}"
+    if (why := hold(res, cfg, guard.store.snoozes(now), now)) is not None:
+        return "its state could not be read in the last cycle" if why == UNKNOWN else why
     rule = cfg.rule(episode.rule_id)
-    if rule is not None:
-        fired = last_fire(rule.schedule, cfg.tz, now) if rule.schedule else None
-        result = match(rule, res, cfg, now, fired)
-        if not result.matched:
-            return f"rule {rule.id} no longer applies ({result.reason})"
-        return None
-    budget = next(b for b in cfg.budgets if f"budget:{b.id}" == episode.rule_id)
-    idle = res.idle_for(now)
-    if idle is None:
-        return "its activity is unknown"
-    if idle < budget.idle_for:
-        return f"it was active {human(idle)} ago"
-    return None
+    if rule is None:  # a budget's episode acts in the cycle that opens it; nothing is pending
+        return f"{episode.rule_id} acts by itself"
+    result = match_now(rule, res, cfg, now)
+    return None if result.matched else f"rule {rule.id} no longer applies ({result.reason})"
 
 
 def _action(guard: Guard, rule_id: str) -> str | None:
-    rule = guard.cfg.rule(rule_id)
+    rule, budget = guard.cfg.rule(rule_id), guard.cfg.budget(rule_id)
     if rule is not None:
         return rule.action if rule.mutates else None
-    budget = next((b for b in guard.cfg.budgets if f"budget:{b.id}" == rule_id), None)
     return budget.action if budget else None
 
 
@@ -164,10 +147,7 @@ def _notice(
 ) -> Notice:
     cfg, now = guard.cfg, guard.clock.now()
     rule = cfg.rule(episode.rule_id)
-    evidence = "over budget"
-    if rule is not None:
-        fired = last_fire(rule.schedule, cfg.tz, now) if rule.schedule else None
-        evidence = match(rule, res, cfg, now, fired).reason
+    evidence = match_now(rule, res, cfg, now).reason if rule else "over budget"
     return Notice(
         resource=res,
         rule_id=episode.rule_id,

@@ -115,6 +115,9 @@ class Notifier:
                 retry_handlers=[],
             )
         self.transport = "bot" if self._client else "webhook" if self._webhook else "terminal"
+        # The slack_users rows read so far: a first cycle warning about thousands of
+        # resources reads each owner's row once, not once per message.
+        self._users: dict[str, tuple[str | None, datetime]] = {}
 
     # --- queueing ------------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class Notifier:
         """The rule's (or budget's) channel, else the owner's team's, else `slack.channel`;
         without any channel configured the owner gets a direct message."""
         rule = self.cfg.rule(notice.rule_id)
-        budget = next((b for b in self.cfg.budgets if f"budget:{b.id}" == notice.rule_id), None)
+        budget = self.cfg.budget(notice.rule_id)
         team = notice.resource.tags.get(self.cfg.tags.team, "")
         return (
             (rule.channel if rule else None)
@@ -352,9 +355,10 @@ class Notifier:
     def _lookup(self, client: WebClient, email: str) -> str | None:
         """The Slack user id for an email, asked once and kept in the database (so a restart
         or a second replica does not ask again); an unknown email is asked again weekly."""
-        now = self.clock.now()
-        known = self.store.slack_user(email)
+        now, key = self.clock.now(), email.lower()
+        known = self._users.get(key) or self.store.slack_user(email)
         if known is not None and (known[0] is not None or now - known[1] < UNKNOWN_USER_RETRY):
+            self._users[key] = known
             return known[0]
         try:
             user_id: str | None = str(client.users_lookupByEmail(email=email)["user"]["id"])
@@ -367,6 +371,7 @@ class Notifier:
             log.warning("Slack users.lookupByEmail failed: %s", self._redact(repr(exc)))
             return None
         self.store.remember_slack_user(email, user_id, now)
+        self._users[key] = (user_id, now)
         return user_id
 
     # --- delivery ------------------------------------------------------------------------

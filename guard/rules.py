@@ -113,6 +113,29 @@ def _idle_reason(res: Resource, idle: timedelta, tz: ZoneInfo) -> str:
     return f"no activity seen in the {human(idle)} since it started"
 
 
+UNKNOWN = "unknown"  # `hold`'s answer for a resource whose state could not be read
+
+
+def hold(res: Resource, cfg: Config, snoozes: Mapping[str, datetime], now: datetime) -> str | None:
+    """Why nothing may warn about or act on `res` now — not running, `UNKNOWN`, exempt,
+    snoozed — or None. Rules, budgets and "Stop now" all ask this first."""
+    if not res.running:
+        return f"no longer running ({res.status})"
+    if res.unknown:
+        return UNKNOWN
+    if is_exempt(res, cfg):
+        return f"exempted (tag {cfg.tags.exempt}=true)"
+    if (until := snoozed_until(res, cfg, snoozes, now)) is not None:
+        return f"snoozed until {clock_time(until, cfg.tz)}"
+    return None
+
+
+def match_now(rule: Rule, res: Resource, cfg: Config, now: datetime) -> Match:
+    """`match` at `now`, with the rule's schedule's latest fire time worked out."""
+    fired = last_fire(rule.schedule, cfg.tz, now) if rule.schedule else None
+    return match(rule, res, cfg, now, fired)
+
+
 def tags_match(selector: Mapping[str, str], tags: Mapping[str, str]) -> bool:
     """A tag selector (rules, budget scopes): every key present, with that value or any ("*")."""
     return all(key in tags and wanted in ("*", tags[key]) for key, wanted in selector.items())
@@ -215,21 +238,10 @@ def _decide(
             episode_id=episode.id if episode else None,
         )
 
-    if not res.running:
-        if episode:
-            yield decision(Step.RESOLVE, f"no longer running ({res.status})")
-        return
-    if res.unknown:
-        # Missing data is never evidence: neither escalate nor end the episode.
-        return
-    if is_exempt(res, cfg):
-        if episode:
-            yield decision(Step.RESOLVE, f"exempted (tag {cfg.tags.exempt}=true)")
-        return
-    until = snoozed_until(res, cfg, snoozes, now)
-    if until is not None:
-        if episode:
-            yield decision(Step.RESOLVE, f"snoozed until {clock_time(until, cfg.tz)}")
+    if (why := hold(res, cfg, snoozes, now)) is not None:
+        # Missing data is never evidence: an unknown resource neither escalates nor ends.
+        if episode and why != UNKNOWN:
+            yield decision(Step.RESOLVE, why)
         return
     result = match(rule, res, cfg, now, fired)
     if result.matched is None:

@@ -466,3 +466,22 @@ def test_a_blind_spot_is_posted_to_the_channel_once_a_day(
     clock.advance(timedelta(days=1))
     run_cycle(guard)
     assert len(fake_slack.accepted("chat.postMessage")) == 2
+
+
+def test_a_snooze_stored_after_the_judgement_still_wins_over_the_action(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    """A Slack click or `cost-guard snooze` can land between the cycle's evaluation and its
+    action: the action path reads stored snoozes again just before any AWS call."""
+    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    guard = make_guard(sim, clock, db_url, mode="enforce")
+    run_cycle(guard)  # warned
+    [res] = guard.store.resources()
+    guard.store.snooze(res.arn, clock.now() + timedelta(hours=4), "slack", "<@U0BOB>", clock.now())
+    sim.reset_counts()
+    outcome = guard.actions.execute(res, "stop", rule_id="idle", episode_id=None, reason="test")
+    assert (outcome.outcome, outcome.snoozed) == ("skipped", True)
+    assert "snoozed by <@U0BOB>" in outcome.detail
+    assert not any(op.startswith("sagemaker:Stop") for op in sim.request_counts)
+    assert sim.notebook_status("idle") == "InService"
+    assert [a.outcome for a in guard.store.audit(clock.now())] == ["warned", "skipped"]

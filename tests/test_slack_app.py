@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -158,8 +159,14 @@ def thread_replies(slack: FakeSlack) -> list[str]:
 
 
 def test_a_signed_snooze_click_snoozes_and_a_replay_changes_nothing(
-    sim: Simulator, clock: ManualClock, db_url: str, fake_slack: FakeSlack, serve: Any
+    sim: Simulator,
+    clock: ManualClock,
+    db_url: str,
+    fake_slack: FakeSlack,
+    serve: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="guard.slack_app")
     guard = make(sim, clock, db_url, fake_slack)
     run_cycle(guard)
     url, snooze = serve(guard), buttons(fake_slack)["snooze_4h"]
@@ -178,7 +185,10 @@ def test_a_signed_snooze_click_snoozes_and_a_replay_changes_nothing(
     # Slack retries, or someone replays the captured request: nothing happens twice.
     calls = len(fake_slack.calls)
     assert post(url, body, signed(body, int(time.time()))) == 200
-    time.sleep(0.3)  # give a wrongly accepted replay the time to show
+    wait_until(  # the replay reached the handler, which recognised it
+        lambda: any("handled before: ignored" in r.getMessage() for r in caplog.records),
+        "the replay to be handled",
+    )
     assert clicks(guard) == 1 and len(fake_slack.calls) == calls
 
     clock.advance(timedelta(minutes=45))  # past the 30-min grace: the snooze holds
