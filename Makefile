@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ image-test: $(STAMP_DEMO)
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench.cycle_bench $(BENCH_ARGS)
+
+# 1,000+ cycles under random AWS / Slack / SIGKILL / database faults (bench/chaos.py; needs the
+# local Postgres like `make test`, about 10 minutes). Not part of `make test`.
+chaos: $(STAMP_TEST)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

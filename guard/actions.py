@@ -1,31 +1,52 @@
 """The only code that mutates AWS, behind one dry-run gate.
 
-Every action is recorded as *intended* (and committed) before the AWS call and as
-done/skipped/failed after it, so a crash in between is visible and reconciled at the next
-start. Just before the call the resource is described live: only a resource in one of the
-action's `valid_states` is touched, and one already in a `done_states` state is a no-op.
+Every action is recorded as *intended* (and committed) before anything is called, then
+described live: only a resource in one of the action's `valid_states` is touched, and one
+already in a `done_states` state is a no-op. Right before the mutating call the row becomes
+*sending* (committed), and done/skipped/failed after it. So a row left behind says whether
+its call may have gone out: `reconcile()`, at the start of every cycle, settles it from the
+resource's live state (the call never went out: failed; the resource reached the action's
+state: done, once).
+
+A mutating call that gets no answer (a reset, a timeout) may still have been applied by AWS:
+the resource is described again at once, and if that fails too the row stays *sending* for
+the next cycle's reconcile, which records what really happened.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard import endpoint_actions
-from guard.aws import AWS_ERRORS, Aws, error_text, not_found
+from guard import endpoint_actions, failpoints
+from guard.aws import AWS_ERRORS, Aws, connection_failed, error_text, not_found
 from guard.config import Config
 from guard.kinds import KINDS, ActionSpec, KindSpec, keeps, request_key
 from guard.model import Clock, Outcome, Resource
-from guard.store import Store
+from guard.store import ActionRow, Store
 
 log = logging.getLogger(__name__)
 
 
 GONE = "Gone"  # live status of a resource AWS no longer knows
+SENDING = "sending"  # the row's outcome while its mutating call is in flight
+
+
+@dataclass
+class Reconciled:
+    """What `Actions.reconcile()` did: `notes` (rows settled) and `errors` (rows that could
+    not be settled yet because AWS did not answer: retried at the next cycle)."""
+
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    # Actions found done, with their episode: (episode id, resource, the audit row): the cycle
+    # marks those episodes acted and tells their message, as if the answer had arrived.
+    acted: list[tuple[int, Resource, ActionRow]] = field(default_factory=list)
 
 
 class Actions:
@@ -71,8 +92,13 @@ class Actions:
             res, rule_id=rule_id, episode_id=episode_id, action=action,
             mode=self.cfg.mode, outcome="intended", detail=reason, now=self.clock.now(),
         )  # fmt: skip
+        failpoints.reached("action-after-intent")
         result = self._call(res, kind, spec, action_id)
-        self.store.finish_action(action_id, result.outcome, result.detail, self.clock.now())
+        failpoints.reached("action-after-call")
+        if result.outcome != SENDING:  # else settled by the next cycle's reconcile
+            self.store.finish_action(action_id, result.outcome, result.detail, self.clock.now())
+        else:
+            result = Outcome("failed", result.detail)
         log.log(
             logging.ERROR if result.outcome == "failed" else logging.INFO,
             "%s %s %s in %s/%s: %s (%s)",
@@ -115,6 +141,14 @@ class Actions:
                     "skipped",
                     f"status is {status}; only {', '.join(spec.valid_states)} is {spec.verb_past}",
                 )
+        except AWS_ERRORS as exc:  # nothing was sent
+            return Outcome("failed", error_text(exc))
+        # From here the call may reach AWS: committed first, so a crash leaves a row that
+        # says so.
+        failpoints.reached("action-after-describe")
+        self.store.mark_action_sending(action_id, self.clock.now())
+        failpoints.reached("action-before-call")
+        try:
             handler = HANDLERS.get((kind.name, spec.name))
             if handler is not None:
                 return handler(
@@ -124,18 +158,58 @@ class Actions:
             done = f"{kind.title} {spec.verb_past} (was {status})"
             return Outcome("done", f"{done}. {keeps(spec, res)}".strip())
         except AWS_ERRORS as exc:
-            return Outcome("failed", error_text(exc))
+            return self._after_failed_call(res, kind, spec, status, exc)
 
-    def reconcile(self) -> list[str]:
-        """Settle actions left `intended` by a crash: look at the resource, record the truth."""
-        notes = []
+    def _after_failed_call(
+        self, res: Resource, kind: KindSpec, spec: ActionSpec, before: str, exc: Exception
+    ) -> Outcome:
+        """The mutating call failed. An error answer on the first attempt means AWS did not
+        apply it; no answer (reset, timeout), or an error after botocore retried, may hide an
+        attempt that was applied: look at the resource again before saying so."""
+        why = error_text(exc)
+        retried = isinstance(exc, ClientError) and bool(
+            exc.response.get("ResponseMetadata", {}).get("RetryAttempts")
+        )
+        if not (connection_failed(exc) or retried):
+            return Outcome("failed", why)
+        try:
+            status = self.live_status(res, kind)
+        except AWS_ERRORS as again:
+            detail = (
+                f"{why}; AWS may have applied it, and the resource cannot be checked now "
+                f"({error_text(again)}): the next cycle settles it"
+            )
+            return Outcome(SENDING, detail) if connection_failed(exc) else Outcome("failed", detail)
+        if status in spec.done_states or (status == GONE and spec.gone_is_done):
+            done = f"{kind.title} {spec.verb_past} (was {before}; now {status})"
+            return Outcome("done", f"{done}; AWS applied it, its answer was lost: {why}")
+        return Outcome("failed", f"{why}; the resource is still {status}: not applied")
+
+    def reconcile(self) -> Reconciled:
+        """Settle actions left *intended* or *sending* by a crash (or a lost answer) from the
+        resource's live state; called at the start of every cycle, under the cycle lock.
+
+        - its call never went out (*intended*) and the resource is as it was: failed;
+        - its call never went out and the resource is in the action's target state anyway:
+          skipped (someone else did it; a "done" would count the saving twice);
+        - the call went out (*sending*) and the resource reached the target state: done;
+        - the call went out but the resource did not change: failed.
+
+        AWS not answering leaves the row for the next cycle, reported in `errors`, never
+        raised: a guard must start while AWS is unreachable.
+        """
+        done = Reconciled()
         for row in self.store.unfinished_actions():
             kind = KINDS.get(row.kind)
             spec = kind.actions.get(row.action) if kind else None
-            if kind is None or spec is None:
-                continue
-            res = self.store.resource_by_name(row.kind, row.name)
             now = self.clock.now()
+            sent = row.outcome == SENDING
+            if kind is None or spec is None:
+                self.store.finish_action(
+                    row.id, "failed", f"interrupted; unknown action {row.kind}/{row.action}", now
+                )
+                continue
+            res = self.store.resource(row.arn) or self.store.resource_by_name(row.kind, row.name)
             if res is None:
                 self.store.finish_action(
                     row.id, "failed", "interrupted; resource no longer known", now
@@ -144,18 +218,39 @@ class Actions:
             try:
                 status = self.live_status(res, kind)
             except AWS_ERRORS as exc:
-                notes.append(f"cannot reconcile action {row.id} yet: {error_text(exc)}")
-                continue
-            if status in spec.done_states or (status == GONE and spec.gone_is_done):
-                outcome, detail = "done", f"interrupted, but the resource is {status} (reconciled)"
-            else:
-                outcome, detail = (
-                    "failed",
-                    f"interrupted before the call took effect; status {status}",
+                done.errors.append(
+                    f"action {row.id} ({row.action} {row.kind} {row.name}) left unsettled by an "
+                    f"interruption; cannot check it yet: {error_text(exc)}"
                 )
+                continue
+            reached = status in spec.done_states or (status == GONE and spec.gone_is_done)
+            if reached and not sent:
+                # Our call never went out: whoever stopped it, it was not this action (a
+                # "done" here would be a second stop in the audit and a saving counted twice).
+                other = self.store.done_action_like(row)
+                by = f"action {other} did it" if other is not None else "not by this action"
+                outcome = "skipped"
+                detail = f"interrupted before the call was sent; the resource is {status}: {by}"
+            elif reached:
+                outcome = "done"
+                detail = (
+                    f"interrupted after the call was sent; the resource is {status} (reconciled)"
+                )
+            elif sent:
+                outcome = "failed"
+                detail = (
+                    f"interrupted after the call was sent, but it took no effect; status {status}"
+                )
+            else:
+                outcome = "failed"
+                detail = f"interrupted before the call was sent; status {status}"
             self.store.finish_action(row.id, outcome, detail, now)
-            notes.append(f"action {row.id} ({row.action} {row.name}): {outcome}: {detail}")
-        return notes
+            if outcome == "done" and row.episode_id is not None:
+                done.acted.append((row.episode_id, res, row))
+            note = f"action {row.id} ({row.action} {row.kind} {row.name}): {outcome}: {detail}"
+            log.warning("reconciled %s", note)
+            done.notes.append(note)
+        return done
 
 
 # Kind-specific actions that need more than one call: (kind, action) -> handler. A handler

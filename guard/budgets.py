@@ -507,7 +507,8 @@ def _decide(
         reason = (
             f"budget {budget.id} at {dollars(st.spend_usd)} of {dollars(budget.limit_usd)} "
             f"({_pct(st.fraction)}, acts at {_pct(Decimal(str(budget.act_at)))}); "
-            f"idle for {human(idle)}; {dollars(res.usd_per_hour or Decimal(0))}/h"
+            f"idle for {human(idle)}; "
+            + ("price unknown" if res.usd_per_hour is None else f"{dollars(res.usd_per_hour)}/h")
         )
         assert budget.action is not None
         decisions.append(_decision(res, budget, Step.WARN, reason, None, deadline=now))

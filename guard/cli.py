@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from guard import __version__
 from guard.config import Config, ConfigError, config_path, load_config, parse_duration
@@ -93,18 +94,19 @@ def _relog(cfg: Config) -> None:
 @with_config
 def run(cfg: Config, with_server: bool) -> None:
     """The daemon: a cycle every scan_interval until SIGTERM (finishes the running cycle)."""
-    from guard.daemon import run_forever
+    from guard.daemon import Daemon, run_forever
     from guard.wiring import build_guard
 
     _relog(cfg)
     guard = build_guard(cfg)
+    daemon = Daemon(guard)
     server = None
     if with_server:
         from guard.server import Server
 
-        server = Server(guard).start()
+        server = Server(guard, alive=daemon.liveness).start()
     try:
-        run_forever(guard)
+        run_forever(guard, daemon)
     finally:
         if server is not None:
             server.stop()
@@ -130,7 +132,8 @@ def serve(cfg: Config, host: str | None, port: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the cycle report as JSON.")
 @with_config
 def once(cfg: Config, enforce: bool, as_json: bool) -> None:
-    """Run one cycle, then exit."""
+    """Run one cycle, then exit: 0 when it saw everything, 1 when something could not be
+    scanned, checked or acted on (each such error on stderr, one line each)."""
     from guard.cycle import run_cycle
     from guard.reports import cycle_summary
     from guard.wiring import build_guard
@@ -147,9 +150,13 @@ def once(cfg: Config, enforce: bool, as_json: bool) -> None:
                 f"  {action['outcome']}: {action['action']} {action['kind']}/{action['name']}"
                 f" — {action['detail']}",
                 highlight=False,
+                markup=False,
             )
-        for error in report.get("errors", []):
-            console.print(f"  [red]error[/red]: {error}", highlight=False)
+    errors = [str(e) for e in report.get("errors", [])]
+    for error in errors:
+        click.echo(f"error: {error}", err=True)  # plain: one line each, never wrapped
+    if errors:
+        sys.exit(1)
 
 
 @main.command()
@@ -161,6 +168,7 @@ def once(cfg: Config, enforce: bool, as_json: bool) -> None:
 @with_config
 def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     """What is running now, what it costs, and what the rules think of it."""
+    from guard.cycle import LOCK_WAIT_SECONDS
     from guard.inventory import ScanContext
     from guard.inventory import scan as scan_aws
     from guard.pricing import PriceBook, prices_report
@@ -172,9 +180,18 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     prices = guard.prices or PriceBook.load(guard.store, cfg)
     scanned: list[dict[str, Any]] = []
     if scan:
-        result = scan_aws(ScanContext(cfg, guard.aws, guard.store, prices, now))
-        scanned = [asdict(f) for f in result.findings]
-        guard.store.save_snapshot(result.resources, result.scanned, now, cfg.accrual_policy)
+        # A snapshot accrues spend: under the cycle lock, or a running daemon's cycle and
+        # this scan would both count the same hours.
+        with guard.store.cycle_lock(timeout=LOCK_WAIT_SECONDS) as held:
+            if not held:
+                raise click.ClickException(
+                    "not scanned: another cost-guard process is running a cycle on this "
+                    "database (it holds the cycle lock). Try again in a moment, or drop --scan "
+                    "to see the last cycle's snapshot."
+                )
+            result = scan_aws(ScanContext(cfg, guard.aws, guard.store, prices, now))
+            scanned = [asdict(f) for f in result.findings]
+            guard.store.save_snapshot(result.resources, result.scanned, now, cfg.accrual_policy)
         for error in result.errors:
             err.print(f"[red]scan error[/red]: {error}", highlight=False)
     resources = [r for r in guard.store.resources() if show_all or r.running]
@@ -189,7 +206,7 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     # plain echo: one line, never wrapped or read as markup
     click.echo(prices_line(prices_report(prices, resources)))
     for finding in scanned if scan else _last_findings(guard.store):
-        console.print(f"[yellow]finding[/yellow]: {finding_text(finding)}", highlight=False)
+        console.print(f"[yellow]finding[/yellow]: {escape(finding_text(finding))}", highlight=False)
 
 
 @main.command()
@@ -207,7 +224,7 @@ def findings(cfg: Config, as_json: bool) -> None:
     elif not found:
         console.print("No findings in the last cycle.")
     for finding in [] if as_json else found:
-        console.print(f"- {finding_text(finding)}", highlight=False)
+        console.print(f"- {finding_text(finding)}", highlight=False, markup=False)
 
 
 @main.command()
@@ -306,7 +323,7 @@ def snooze(cfg: Config, target: str, duration: str, reason: str) -> None:
         guard, res, parse_duration(duration), by=f"{getpass.getuser()} (cli)", reason=reason
     )
     interactions.deliver_now(guard)  # the Slack message says so now, or after the next cycle
-    console.print(f"{target}: {answer.text}", highlight=False)
+    console.print(f"{target}: {answer.text}", highlight=False, markup=False)
 
 
 @main.command()
@@ -316,7 +333,7 @@ def unsnooze(cfg: Config, target: str) -> None:
     """End a stored snooze now."""
     guard, arn = _resolve(cfg, target)
     removed = guard.store.unsnooze(arn)
-    console.print(f"{target}: {'snooze removed' if removed else 'was not snoozed'}")
+    console.print(f"{target}: {'snooze removed' if removed else 'was not snoozed'}", markup=False)
 
 
 @main.group()

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -29,8 +28,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
+from guard import cron
 from guard.accrual import Policy as AccrualPolicy
 from guard.kinds import KINDS, NOTIFY
 
@@ -160,7 +160,7 @@ class Rule(_Frozen):
     def _valid_cron(cls, schedule: str | None) -> str | None:
         if schedule is not None:
             try:
-                CronTrigger.from_crontab(schedule)
+                cron.validate(schedule)
             except ValueError as exc:
                 raise ValueError(f"invalid cron expression {schedule!r}: {exc}") from exc
         return schedule
@@ -206,6 +206,7 @@ class TagKeys(_Frozen):
     snooze: str = "cost-guard:snooze-until"
     owner: str = "owner"
     heartbeat: str = "cost-guard:last-activity"
+    heartbeat_state: str = "cost-guard:heartbeat"  # the heartbeat's last look and evidence
     team: str = "team"  # spend by team in the digest
 
 
@@ -229,6 +230,15 @@ class SlackConfig(_Frozen):
     # instead of Slack calling `cost-guard serve` at /slack/events.
     socket_mode: bool = False
     stuck_after: Duration = timedelta(hours=1)  # an undelivered message older: logged as error
+
+    @field_validator("digest")
+    @classmethod
+    def _valid_cron(cls, digest: str) -> str:
+        try:
+            cron.validate(digest)
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression {digest!r}: {exc}") from exc
+        return digest
 
 
 class OwnersConfig(_Frozen):
@@ -392,6 +402,10 @@ class Config(BaseSettings):
     # CloudWatch's lastEventTimestamp is eventually consistent, so each incremental log scan
     # reaches back this far before the previous one to catch late updates.
     activity_log_overlap: Duration = timedelta(minutes=15)
+    # A heartbeat whose last look (its `cost-guard:heartbeat` tag) is older than this has
+    # stopped running: the resource is `unknown`, never idle. The heartbeat rewrites the tag
+    # at least every 30 minutes (refresh_minutes in its lifecycle script).
+    heartbeat_stale_after: Duration = timedelta(hours=2)
     history_retention: Duration = timedelta(days=90)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 
@@ -418,7 +432,29 @@ class Config(BaseSettings):
             ) from exc
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _escaped_password(cls, url: str) -> str:
+        """`postgresql://u:p@ss@host/db` as the URL it means (`p%40ss`): left as written,
+        the driver would take `ss@host` for the host and print it in its error."""
+        try:
+            parsed = make_url(url)
+        except Exception:  # the engine reports an unparsable URL, without repeating it
+            return url
+        fixed = _at_signs_in_password(parsed)
+        return url if fixed is parsed else fixed.render_as_string(hide_password=False)
+
     _known_kinds = field_validator("kinds")(_check_kinds)
+
+    @field_validator("heartbeat_stale_after")
+    @classmethod
+    def _heartbeat_stale_after(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=35):
+            raise ValueError(
+                "must be at least 35m: the heartbeat rewrites its tag every 30 minutes when "
+                "nothing changes, so a shorter wait reports running heartbeats as stopped"
+            )
+        return value
 
     @field_validator("regions")
     @classmethod
@@ -477,11 +513,23 @@ class Config(BaseSettings):
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced, safe to print and log."""
+    """The URL with any password replaced, safe to print and log; an unescaped `@` in the
+    password counts as part of it (the host follows the last `@`)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return _at_signs_in_password(make_url(url)).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is reported by the engine; never print it raw
         return "<unparsable database URL>"
+
+
+def _at_signs_in_password(url: URL) -> URL:
+    """`url` with the userinfo split at the last `@` before the host: a host never holds an
+    `@`, so one that does (SQLAlchemy splits at the first) carries the password's tail."""
+    if not url.host or "@" not in url.host:
+        return url
+    tail, host = url.host.rsplit("@", 1)
+    if url.password is not None:
+        return url.set(password=f"{url.password}@{tail}", host=host)
+    return url.set(username=f"{url.username or ''}@{tail}", host=host)
 
 
 def config_path(explicit: str | None) -> Path | None:

@@ -7,16 +7,20 @@ wall clock or the environment itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from guard import budgets, digest
-from guard.actions import Actions
+from guard.actions import Actions, Reconciled
 from guard.aws import Aws
 from guard.config import Config
 from guard.inventory import ScanContext, scan
@@ -24,7 +28,7 @@ from guard.model import Clock, Decision, Resource, Step
 from guard.notify import Notice, Notifier
 from guard.pricing import PriceBook, cycle_prices, prices_report
 from guard.reports import money
-from guard.rules import evaluate
+from guard.rules import evaluate, retry_at
 from guard.store import Store, instance_id
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,8 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     wall_start = time.perf_counter()  # the injected clock may stand still (tests, demo)
     guard.aws.counter.reset()
     log.info("cycle started", extra={"event": "cycle_started", "instance": instance_id()})
+    settled = guard.actions.reconcile()  # actions a crash or a lost answer left unsettled
+    _settle(guard, settled)
 
     prices, refreshed = (
         (guard.prices, None)
@@ -101,14 +107,16 @@ def _cycle(guard: Guard) -> dict[str, Any]:
         cfg, store, guard.notifier, guard.aws, result.resources, decisions, episodes, snoozes, now
     )
     applied = _apply(guard, decisions + spend.decisions)
-    guard.notifier.notify_scan_health(result.errors, result.findings)
+    errors = settled.errors + result.errors + spend.errors
+    errors += [e["error"] for e in applied.pop("errors")]
+    guard.notifier.notify_scan_health(errors, result.findings)
     if not guard.scheduled_separately:  # the daemon has a digest job and a retention job
-        send_digest(guard, now)
+        with _reported("digest", errors):
+            send_digest(guard, now)
     delivery = guard.notifier.deliver()
     if not guard.scheduled_separately:
         store.prune(now, cfg.history_retention)
 
-    errors = result.errors + spend.errors
     report = _report(guard, result.resources, started, clock.now(), applied, errors)
     report["prices"] = prices_report(prices, result.resources, refreshed)
     report["budgets"] = spend.report(applied["actions"])
@@ -119,17 +127,20 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     report["api_errors"] = guard.aws.counter.errors()  # failed after retries, by operation
     report["slack"] = delivery
     store.save_cycle(report, cfg.mode)
+    unpriced = sum(k["unpriced"] for k in report["by_kind"].values())
     fields = {  # one structured line per cycle (top-level keys with log_format: json)
         "event": "cycle", "instance": report["instance"], "mode": cfg.mode,
         "resources": report["resources"], "running": report["running"],
-        "usd_per_hour": report["usd_per_hour"], "warnings": report["warnings"],
+        "usd_per_hour": report["usd_per_hour"], "unpriced": unpriced,
+        "warnings": report["warnings"],
         "actions": len(report["actions"]), "errors": len(report["errors"]),
         "api_calls": report["api_calls_total"], "duration_seconds": report["duration_seconds"],
     }  # fmt: skip
     log.info(
-        "cycle done: %d resources, %d running, $%s/h, %d warnings, %d actions, %d errors, "
+        "cycle done: %d resources, %d running, $%s/h%s, %d warnings, %d actions, %d errors, "
         "%d AWS calls, %.1fs",
-        report["resources"], report["running"], report["usd_per_hour"], report["warnings"],
+        report["resources"], report["running"], report["usd_per_hour"],
+        f" + unknown for {unpriced}" if unpriced else "", report["warnings"],
         len(report["actions"]), len(report["errors"]), report["api_calls_total"],
         report["duration_seconds"], extra=fields,
     )  # fmt: skip
@@ -142,23 +153,102 @@ def _apply(guard: Guard, decisions: list[Decision]) -> dict[str, list[dict[str, 
     Warnings and resolutions only touch our database, so they share one transaction (a first
     cycle over a big estate may warn about thousands). Actions come after them, each outside
     any batch: its intent is committed before its AWS call.
+
+    Each decision is isolated: one that raises (a bug, an odd value) is reported in the cycle's
+    errors and undone alone (a savepoint), and every other decision, the digest and the cycle
+    report still happen.
     """
-    applied: dict[str, list[dict[str, Any]]] = {"warnings": [], "actions": [], "resolved": []}
+    applied: dict[str, list[dict[str, Any]]] = {
+        "warnings": [], "actions": [], "resolved": [], "errors": [],
+    }  # fmt: skip
     opened: dict[tuple[str, str], int] = {}
     with guard.store.batch():
         for d in decisions:
-            if d.step is Step.WARN:
-                opened[(d.resource.arn, d.rule_id)] = _warn(guard, d)
-                applied["warnings"].append(_entry(d))
-            elif d.step is Step.RESOLVE and d.episode_id is not None:
-                guard.store.end_episode(d.episode_id, guard.clock.now(), d.reason)
-                _tell(guard, d, d.episode_id, "resolved", d.reason)
-                applied["resolved"].append(_entry(d))
+            if d.step is Step.ACT:
+                continue
+            with _isolated(guard, d, applied["errors"]):
+                if d.step is Step.WARN:
+                    opened[(d.resource.arn, d.rule_id)] = _warn(guard, d)
+                    applied["warnings"].append(_entry(d))
+                elif d.step is Step.REARM and d.episode_id is not None:
+                    _rearm(guard, d, d.episode_id)
+                    applied["warnings"].append(_entry(d))
+                elif d.step is Step.RESOLVE and d.episode_id is not None:
+                    guard.store.end_episode(d.episode_id, guard.clock.now(), d.reason)
+                    _tell(guard, d, d.episode_id, "resolved", d.reason)
+                    applied["resolved"].append(_entry(d))
     for d in decisions:
         if d.step is Step.ACT:
-            episode_id = d.episode_id or opened[(d.resource.arn, d.rule_id)]
-            applied["actions"].append(_act(guard, d, episode_id))
+            episode_id = d.episode_id or opened.get((d.resource.arn, d.rule_id))
+            if episode_id is None:  # its warning failed above (reported there): no action
+                continue
+            with _isolated(guard, d, applied["errors"]):
+                applied["actions"].append(_act(guard, d, episode_id))
     return applied
+
+
+@contextlib.contextmanager
+def _isolated(guard: Guard, d: Decision, errors: list[dict[str, Any]]) -> Iterator[None]:
+    """Run one decision's step; if it raises, undo its writes and report it, once."""
+    try:
+        with guard.store.savepoint():
+            yield
+    except SQLAlchemyError:
+        raise  # the database itself failed: the cycle cannot go on pretending
+    except Exception as exc:
+        res = d.resource
+        where = f"{d.step.value} {res.kind} {res.name} in {res.account}/{res.region}"
+        text = f"{where} (rule {d.rule_id}): internal error {type(exc).__name__}: {exc}"
+        # A bug, not a condition we expect: the traceback is for whoever fixes it.
+        log.error("%s; the rest of the cycle goes on", text, exc_info=True)
+        errors.append({**_entry(d), "error": text})
+
+
+def _settle(guard: Guard, settled: Reconciled) -> None:
+    """An action found done after a crash or a lost answer: its episode is acted on (so it is
+    never acted on again) and its message says so, as if the answer had come in time."""
+    assert guard.notifier is not None
+    now = guard.clock.now()
+    for episode_id, res, row in settled.acted:
+        found = guard.store.episode(episode_id)
+        if found is None or found[1] is not None or found[0].acted_outcome == "done":
+            continue  # ended, or already told
+        guard.store.mark_acted(episode_id, now, "done")
+        guard.notifier.notify(
+            Notice(
+                resource=res, rule_id=row.rule_id or "", episode_id=episode_id, state="acted",
+                action=row.action, reason=row.detail, deadline=None, mode=row.mode,
+                detail=f"{row.detail} (its answer was lost; found done at the next check)",
+            )
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _reported(what: str, errors: list[str]) -> Iterator[None]:
+    """A step whose bug must not cost the rest of the cycle (its report above all)."""
+    try:
+        yield
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:
+        text = f"{what}: internal error {type(exc).__name__}: {exc}"
+        log.error("%s; the rest of the cycle goes on", text, exc_info=True)
+        errors.append(text)
+
+
+def _rearm(guard: Guard, d: Decision, episode_id: int) -> None:
+    """The guard now enforces: the episode's dry-run "would stop" becomes a real deadline."""
+    assert d.deadline is not None
+    cfg, now = guard.cfg, guard.clock.now()
+    guard.store.rearm(episode_id, d.deadline)
+    detail = (
+        f"cost-guard now enforces (it was in dry-run): {d.action} due at {d.deadline.isoformat()}"
+    )
+    guard.store.record_action(
+        d.resource, rule_id=d.rule_id, episode_id=episode_id, action="warn",
+        mode=cfg.mode, outcome="warned", detail=f"{d.reason}; {detail}", now=now,
+    )  # fmt: skip
+    _tell(guard, d, episode_id, "rearmed", "cost-guard now enforces (it was in dry-run)")
 
 
 def send_digest(guard: Guard, now: datetime) -> None:
@@ -199,9 +289,19 @@ def _act(guard: Guard, d: Decision, episode_id: int) -> dict[str, Any]:
     outcome = guard.actions.execute(
         res, d.action, rule_id=d.rule_id, episode_id=episode_id, reason=d.reason
     )
-    if not outcome.snoozed:  # else the snooze has closed the episode and told Slack
-        guard.store.mark_acted(episode_id, guard.clock.now())
-        state = {"dry-run": "would-act", "failed": "failed"}.get(outcome.outcome, "acted")
+    if outcome.snoozed:  # the snooze has closed the episode and told Slack
+        pass
+    elif outcome.outcome == "failed":
+        # Tried again at a later cycle if the resource still qualifies then (rules._decide).
+        now = guard.clock.now()
+        attempts = (d.attempts or 0) + 1
+        retry = retry_at(attempts, now)
+        guard.store.retry_later(episode_id, attempts, retry)
+        detail = f"{outcome.detail}; trying again at {retry.isoformat()} (attempt {attempts + 1})"
+        _tell(guard, d, episode_id, "failed", detail, attempt=attempts)
+    else:
+        guard.store.mark_acted(episode_id, guard.clock.now(), outcome.outcome)
+        state = "would-act" if outcome.outcome == "dry-run" else "acted"
         _tell(guard, d, episode_id, state, outcome.detail)
     return {
         **_entry(d),
@@ -214,12 +314,16 @@ def _act(guard: Guard, d: Decision, episode_id: int) -> dict[str, Any]:
     }
 
 
-def _tell(guard: Guard, d: Decision, episode_id: int, state: str, detail: str = "") -> None:
+def _tell(
+    guard: Guard, d: Decision, episode_id: int, state: str, detail: str = "", attempt: int = 0
+) -> None:
     assert guard.notifier is not None
-    guard.notifier.notify(_notice(d, episode_id, state, guard.cfg.mode, detail))
+    guard.notifier.notify(_notice(d, episode_id, state, guard.cfg.mode, detail, attempt))
 
 
-def _notice(d: Decision, episode_id: int, state: str, mode: str, detail: str = "") -> Notice:
+def _notice(
+    d: Decision, episode_id: int, state: str, mode: str, detail: str = "", attempt: int = 0
+) -> Notice:
     return Notice(
         resource=d.resource,
         rule_id=d.rule_id,
@@ -230,6 +334,7 @@ def _notice(d: Decision, episode_id: int, state: str, mode: str, detail: str = "
         deadline=d.deadline,
         mode=mode,
         detail=detail,
+        attempt=attempt,
     )
 
 

@@ -32,9 +32,10 @@ from types import FrameType
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from guard import cron
 from guard.config import format_duration
 from guard.cycle import Guard, run_cycle, send_digest
 from guard.pricing import refresh_due, refresh_prices
@@ -55,6 +56,7 @@ class Daemon:
         self.guard = guard
         self.interval = guard.cfg.scan_interval
         self.stopping = threading.Event()
+        self._running = False  # the scheduler loop has started (and not returned)
         # One worker: a process runs one job at a time; the lock orders replicas.
         self.scheduler = BlockingScheduler(
             timezone=guard.cfg.tz,
@@ -78,7 +80,7 @@ class Daemon:
         )
         self.scheduler.add_job(
             self._guarded(self.digest),
-            CronTrigger.from_crontab(cfg.slack.digest, timezone=cfg.tz),
+            cron.trigger(cfg.slack.digest, cfg.tz),
             id="digest",
             name="digest",
             next_run_time=now + timedelta(milliseconds=20),  # catch up a missed fire time
@@ -111,6 +113,11 @@ class Daemon:
                 return
             try:
                 job()
+            except (OperationalError, InterfaceError) as exc:
+                # The database is unreachable (an outage, a failover): expected, and the next
+                # run reconnects by itself. One line per failed run, not a traceback each.
+                why = str(exc.orig or exc).strip().splitlines()[0]
+                log.error("%s job failed: database unavailable: %s", job.__name__, why)
             except Exception:  # one bad run must not kill the daemon; the next one retries
                 log.exception("%s job failed", job.__name__)
 
@@ -193,8 +200,22 @@ class Daemon:
         )  # fmt: skip
         if self.stopping.is_set():  # a signal arrived while starting up
             return
-        self.scheduler.start()
+        self._running = True
+        try:
+            self.scheduler.start()
+        finally:
+            self._running = False
         log.info("stopped", extra={"event": "stop", "instance": instance_id()})
+
+    def liveness(self) -> tuple[bool, str]:
+        """(alive, status) for /healthz: the scheduler runs (or is about to). Says nothing
+        about AWS or the database: a cycle that fails on them is a readiness matter
+        (/readyz), and restarting the process would not fix them."""
+        if self.stopping.is_set():
+            return False, "stopping"
+        if not self._running:
+            return True, "starting"
+        return (True, "ok") if self.scheduler.running else (False, "scheduler stopped")
 
     def stop(self) -> None:
         """Let the running job finish, drop queued ones, then make `run()` return."""
@@ -218,8 +239,8 @@ class Daemon:
         signal.signal(signal.SIGINT, on_signal)
 
 
-def run_forever(guard: Guard) -> None:
+def run_forever(guard: Guard, daemon: Daemon | None = None) -> None:
     """Run the daemon until SIGTERM/SIGINT; return after a clean stop."""
-    daemon = Daemon(guard)
+    daemon = daemon or Daemon(guard)
     daemon.install_signals()
     daemon.run()

@@ -12,8 +12,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
-
+from guard import cron
 from guard.config import Config
 from guard.kinds import KINDS
 from guard.reports import dollars, finding_text, money
@@ -29,11 +28,7 @@ OWNER_HINT = "owner tag"
 
 def due(cfg: Config, now: datetime) -> datetime | None:
     """The digest cron's latest fire time in the last day, if any (None: nothing due)."""
-    trigger = CronTrigger.from_crontab(cfg.slack.digest, timezone=cfg.tz)
-    latest, fire = None, trigger.get_next_fire_time(None, now - timedelta(days=1))
-    while fire is not None and fire <= now:
-        latest, fire = fire, trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
-    return latest
+    return cron.last_fire(cfg.slack.digest, cfg.tz, now, within=timedelta(days=1))
 
 
 def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
@@ -45,12 +40,20 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
     month = {arn: x.usd for arn, x in store.spent(month_start, today + timedelta(days=1)).items()}
     yesterday = {arn: x.usd for arn, x in store.spent(today - timedelta(days=1), today).items()}
 
+    # $/h totals sum the known prices only; `unpriced` counts the running resources whose
+    # price is unknown, so an unknown is never shown as (or hidden in) a dollar figure.
     by_kind: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"running": 0, "usd_per_hour": Decimal(0), "month_to_date_usd": Decimal(0)}
+        lambda: {
+            "running": 0,
+            "usd_per_hour": Decimal(0),
+            "unpriced": 0,
+            "month_to_date_usd": Decimal(0),
+        }
     )
     for res in running:
         by_kind[res.kind]["running"] += 1
         by_kind[res.kind]["usd_per_hour"] += res.usd_per_hour or 0
+        by_kind[res.kind]["unpriced"] += res.usd_per_hour is None
     by_owner: dict[str, Decimal] = defaultdict(Decimal)
     by_team: dict[str, Decimal] = defaultdict(Decimal)
     for arn, usd in month.items():
@@ -69,8 +72,10 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
         reverse=True,
     )[:TOP_IDLE]
     running_by_owner: dict[str, Decimal] = defaultdict(Decimal)
+    unpriced_by_owner: Counter[str] = Counter()
     for res in running:
         running_by_owner[owner_of(res, cfg) or UNOWNED] += res.usd_per_hour or 0
+        unpriced_by_owner[owner_of(res, cfg) or UNOWNED] += res.usd_per_hour is None
     unowned = sorted(
         (r for r in running if not owner_of(r, cfg)),
         key=lambda r: r.usd_per_hour or Decimal(0),
@@ -94,17 +99,19 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
             kind: {
                 "running": v["running"],
                 "usd_per_hour": money(v["usd_per_hour"]),
+                "unpriced": v["unpriced"],
                 "month_to_date_usd": money(v["month_to_date_usd"], 2),
             }
             for kind, v in sorted(by_kind.items())
         },
         "running_by_owner": [
-            {"name": name, "usd_per_hour": money(usd)}
+            {"name": name, "usd_per_hour": money(usd), "unpriced": unpriced_by_owner[name]}
             for name, usd in sorted(running_by_owner.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
         "unowned": {
             "running": len(unowned),
             "usd_per_hour": money(sum((r.usd_per_hour or Decimal(0) for r in unowned), Decimal(0))),
+            "unpriced": sum(1 for r in unowned if r.usd_per_hour is None),
             "resources": [
                 {"kind": r.kind, "name": r.name, "usd_per_hour": money(r.usd_per_hour)}
                 for r in unowned[:LISTED]
@@ -144,6 +151,11 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
             "usd_per_hour_still_off": money(
                 sum((s.usd_per_hour or Decimal(0) for s in savings if not s.came_back), Decimal(0))
             ),
+            "unpriced_still_off": sum(
+                1 for s in savings if not s.came_back and s.usd_per_hour is None
+            ),
+            # actions on resources of unknown price: not in month_to_date_usd
+            "unpriced_actions": sum(1 for s in savings if s.usd_per_hour is None),
         },
     }
 
@@ -156,14 +168,18 @@ def _ranked(totals: dict[str, Decimal]) -> list[dict[str, str | None]]:
 def text(d: dict[str, Any]) -> tuple[str, list[str]]:
     """Title and lines for Slack and the terminal."""
     title = (
-        f":moneybag: SageMaker now: {d['running']} running, {_hourly(d['usd_per_hour'])}; "
+        f":moneybag: SageMaker now: {d['running']} running, "
+        f"{_hourly(d['usd_per_hour'], d['unpriced_running'])}; "
         f"month to date ${d['month_to_date_usd']}"
     )
     lines = [f"Yesterday: ${d['yesterday_usd']}. Month to date: ${d['month_to_date_usd']}."]
     if d["unpriced_running"]:
-        lines.append(f"{d['unpriced_running']} running resource(s) have no known price.")
+        lines.append(
+            f"{d['unpriced_running']} running resource(s) have no known price: "
+            "not counted in any $/h here."
+        )
     kinds = (
-        f"{kind} {v['running']} running {_hourly(v['usd_per_hour'])}, "
+        f"{kind} {v['running']} running {_hourly(v['usd_per_hour'], v['unpriced'])}, "
         f"${v['month_to_date_usd']} this month"
         for kind, v in d["by_kind"].items()
     )
@@ -177,7 +193,10 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
             f"{_hourly(i['usd_per_hour'])}, idle {human(timedelta(hours=i['idle_hours']))}"
             for i in d["top_idle"]
         )
-    owners = (f"{o['name']} {_hourly(o['usd_per_hour'])}" for o in d["running_by_owner"][:5])
+    owners = (
+        f"{o['name']} {_hourly(o['usd_per_hour'], o['unpriced'])}"
+        for o in d["running_by_owner"][:5]
+    )
     lines.insert(1, "Running now by owner: " + _join(owners))
     unowned = d["unowned"]
     if unowned["running"]:
@@ -185,7 +204,8 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
         more = unowned["running"] - len(unowned["resources"])
         lines.append(
             f"Unowned (no {OWNER_HINT}): {unowned['running']} running, "
-            f"{_hourly(unowned['usd_per_hour'])}: {names}" + (f" and {more} more" if more else "")
+            f"{_hourly(unowned['usd_per_hour'], unowned['unpriced'])}: {names}"
+            + (f" and {more} more" if more else "")
         )
     if d["actions"]:
         outcomes = Counter(f"{a['action']} {a['outcome']}" for a in d["actions"])
@@ -203,7 +223,12 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
         lines.append(
             f"Saved by cost-guard this month: ${saved['month_to_date_usd']} "
             f"({saved['actions']} action(s); {saved['still_off']} still off, "
-            f"{_hourly(saved['usd_per_hour_still_off'])})."
+            f"{_hourly(saved['usd_per_hour_still_off'], saved['unpriced_still_off'])})"
+            + (
+                f"; {saved['unpriced_actions']} of them at an unknown price, not counted."
+                if saved["unpriced_actions"]
+                else "."
+            )
         )
     return title, lines
 
@@ -211,15 +236,28 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
 def fields(d: dict[str, Any]) -> list[tuple[str, str]]:
     """The headline figures, shown side by side at the top of the Slack message."""
     return [
-        ("Running now", f"{d['running']} · {_hourly(d['usd_per_hour'])}"),
+        ("Running now", f"{d['running']} · {_hourly(d['usd_per_hour'], d['unpriced_running'])}"),
         ("Month to date", f"${d['month_to_date_usd']} (yesterday ${d['yesterday_usd']})"),
-        ("Unowned", f"{d['unowned']['running']} · {_hourly(d['unowned']['usd_per_hour'])}"),
+        (
+            "Unowned",
+            f"{d['unowned']['running']} · "
+            f"{_hourly(d['unowned']['usd_per_hour'], d['unowned']['unpriced'])}",
+        ),
         ("Saved this month", f"${d['saved']['month_to_date_usd']}"),
     ]
 
 
-def _hourly(usd: str | None) -> str:
-    return "unknown $/h" if usd is None else f"{dollars(Decimal(usd))}/h"
+def _hourly(usd: str | None, unpriced: int = 0) -> str:
+    """A $/h figure for people; `unpriced` resources of the total have no known price, so the
+    figure covers the others and says so — an unknown is never shown as $0."""
+    if usd is None:
+        return "unknown $/h"
+    if not unpriced:
+        return f"{dollars(Decimal(usd))}/h"
+    resources = f"{unpriced} resource{'s' if unpriced != 1 else ''}"
+    if Decimal(usd) == 0:
+        return f"unknown $/h ({resources} without a price)"
+    return f"{dollars(Decimal(usd))}/h + unknown for {resources}"
 
 
 def _top(ranked: list[dict[str, Any]], n: int = 5) -> Iterable[str]:

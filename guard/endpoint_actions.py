@@ -22,6 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from guard import failpoints
 from guard.aws import not_found, pages
 from guard.model import Clock, Outcome, Resource
 from guard.scanners.endpoint import min_instances
@@ -74,6 +75,7 @@ def delete(
         "tags": _tags(client, res),
     }
     store.save_restore_record(res, record, action_id, now)  # committed before the delete
+    failpoints.reached("endpoint-after-restore-record")
     client.delete_endpoint(EndpointName=res.name)
     models = ", ".join(record["models"]) or "none"
     return Outcome(

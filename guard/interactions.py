@@ -72,7 +72,7 @@ def stop_now(
     action = _action(guard, episode.rule_id)
 
     def refuse(why: str) -> Answer:
-        _reply(guard, res, episode, click, f"{by} clicked Stop now; not done: {why}.")
+        _reply(guard, res, episode, click, by, f"{by} clicked Stop now; not done: {why}.")
         return Answer("refused", why)
 
     if not allowed:
@@ -98,7 +98,7 @@ def stop_now(
         state = {"dry-run": "would-act", "failed": "failed", "done": "acted"}.get(outcome.outcome)
         if state is None:  # skipped: already stopping, gone...
             return refuse(outcome.detail)
-        guard.store.mark_acted(episode.id, now)
+        guard.store.mark_acted(episode.id, now, outcome.outcome)
         _tell(guard, res, episode, state, detail=outcome.detail, by=by, click=click)
     return Answer(outcome.outcome, outcome.detail)
 
@@ -177,6 +177,7 @@ def _tell(
     guard.notifier.notify(_notice(guard, res, episode, state, detail=detail, by=by, click=click))
 
 
-def _reply(guard: Guard, res: Resource, episode: Episode, click: int, text: str) -> None:
+def _reply(guard: Guard, res: Resource, episode: Episode, click: int, by: str, text: str) -> None:
     assert guard.notifier is not None
-    guard.notifier.reply(_notice(guard, res, episode, "warned", click=click), text)
+    # `by` rides along so the reply keeps that mention while escaping the rest of `text`.
+    guard.notifier.reply(_notice(guard, res, episode, "warned", by=by, click=click), text)

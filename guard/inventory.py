@@ -9,11 +9,13 @@ account or region failing never stops the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from guard.aws import AWS_ERRORS, error_text
-from guard.config import Account
+from guard.config import Account, Config
 from guard.kinds import (
     ENDPOINT,
     KINDS,
@@ -24,7 +26,7 @@ from guard.kinds import (
     TRANSFORM_JOB,
     KindSpec,
 )
-from guard.model import ScanResult
+from guard.model import Finding, Resource, ScanResult, parse_time
 from guard.scanners import endpoint, jobs, notebook, studio
 from guard.scanning import ScanContext, Target
 
@@ -64,6 +66,9 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
         before = (len(target.resources), len(target.findings), len(target.cursors))
         try:
             SCANNERS[kind](ctx, target, KINDS[kind])
+            target.findings.extend(ignored_time_tags(ctx.cfg, target.resources[before[0] :]))
+        except SQLAlchemyError:
+            raise  # the database failed (an outage), not this scan: the whole cycle fails
         except Exception as exc:
             # Nothing of this kind here is judged this cycle: drop what the scan had found so
             # far and keep the kind out of `scanned`, so nothing is marked gone either.
@@ -79,6 +84,40 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
             target.errors.append(f"{label} {region} {kind}: scan failed: {why}")
     return target
 
+
+def ignored_time_tags(cfg: Config, resources: Iterable[Resource]) -> list[Finding]:
+    """A finding for each time-valued tag (snooze; heartbeat where the kind reads one) whose
+    value `parse_time` ignores: a typo, or a "forever" like 9999-12-31 that would overflow.
+    The resource is judged without it (not snoozed; activity from its other evidence)."""
+    found = []
+    for res in resources:
+        keys = [cfg.tags.snooze] + ([cfg.tags.heartbeat] if res.kind in HEARTBEAT_KINDS else [])
+        for key in keys:
+            value = res.tags.get(key, "")
+            if value.strip() and parse_time(value) is None:
+                found.append(
+                    Finding(
+                        account=res.account,
+                        region=res.region,
+                        subject=f"{res.kind} {res.name}",
+                        problem=(
+                            f"tag {key}={shown(value)} is not a time between 2000 and 2200, "
+                            "so it is ignored"
+                        ),
+                        fix=f"write an ISO 8601 time such as {key}=2026-12-01T18:00:00Z",
+                    )
+                )
+    return found
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A tag value quoted for people: at most `limit` characters, nothing that could be read
+    as markup or control characters."""
+    cut = "".join(c if c.isprintable() and c not in "<>&`*_~|" else "?" for c in value[:limit])
+    return repr(cut + ("…" if len(value) > limit else ""))
+
+
+HEARTBEAT_KINDS = frozenset({NOTEBOOK.name, STUDIO_APP.name})  # kinds whose scanner reads it
 
 SCANNERS: dict[str, Callable[[ScanContext, Target, KindSpec], None]] = {
     NOTEBOOK.name: notebook.scan,

@@ -63,7 +63,11 @@ class GuardCollector(Collector):
             "cost_guard_running_resources", "Resources running (billing) now", labels=labels
         )
         usd = GaugeMetricFamily(
-            "cost_guard_usd_per_hour", "What the running resources cost per hour", labels=labels
+            "cost_guard_usd_per_hour",
+            "What the running resources of known price cost per hour (resources of unknown "
+            "price are not in it: see cost_guard_unpriced_resources; no sample when none is "
+            "priced)",
+            labels=labels,
         )
         unpriced = GaugeMetricFamily(
             "cost_guard_unpriced_resources",
@@ -83,7 +87,8 @@ class GuardCollector(Collector):
             for kind, account, region, count, total, missing in s.execute(stmt):
                 key = [kind, account, region]
                 running.add_metric(key, count)
-                usd.add_metric(key, float(Decimal(total or 0)))
+                if total is not None:  # SUM of only NULLs: nothing known, so no $ sample at all
+                    usd.add_metric(key, float(Decimal(total)))
                 unpriced.add_metric(key, missing)
         yield from (running, usd, unpriced)
 

@@ -7,6 +7,7 @@ Nothing here talks to AWS, Slack or the database. Datetimes are always UTC-aware
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -43,15 +44,34 @@ class ManualClock:
         self._now = when
 
 
+# Times a person may write into a tag, after conversion to UTC. Anything outside is a typo or
+# a "forever" (9999-12-31): taken as-is it overflows datetime arithmetic, the zone conversions
+# of every message and the database's timestamp types, so it is ignored instead.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2201, 1, 1, tzinfo=UTC)
+_MAX_TIME_TEXT = 64  # longer than any ISO-8601 time with nanoseconds and an offset
+
+
 def parse_time(value: str | None) -> datetime | None:
-    """An ISO-8601 time from a tag (`Z` or offset; naive = UTC); None if absent or malformed."""
-    if not value:
+    """An ISO-8601 time from a tag, in UTC: `2026-12-01T10:00:00Z`, `…+01:00`, `…+0100`, a
+    space instead of `T`, lowercase `t`/`z`, up to nanoseconds (cut to microseconds), a bare
+    date (midnight); no offset = UTC. None if absent, malformed, or outside 2000..2200 in UTC
+    (`EARLIEST_TIME`, `LATEST_TIME`): such a value is ignored, never an error."""
+    if not value or len(text := value.strip()) > _MAX_TIME_TEXT:
         return None
+    text = text.upper()
+    if not re.fullmatch(r"[0-9TWZ:.,+\- ]+", text):  # fromisoformat skips over some junk
+        return None
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python 3.11 reads at most 6 fractional digits: cut nanoseconds to microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
     try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        when = datetime.fromisoformat(text)
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+14:00 and the like
         return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if EARLIEST_TIME <= when < LATEST_TIME else None
 
 
 class ActivitySource(enum.StrEnum):
@@ -137,6 +157,9 @@ class Step(enum.StrEnum):
     WARN = "warn"  # first match of an episode: tell the owner, start the grace period
     ACT = "act"  # grace is over and the resource still matches: do the rule's action
     RESOLVE = "resolve"  # the episode ended: it became active, stopped, or was snoozed
+    # An episode that ended in a dry-run "would stop" while the guard now enforces: give the
+    # owner a fresh grace period (the deadline) before acting for real.
+    REARM = "rearm"
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,7 @@ class Decision:
     reason: str  # the evidence, for people: "no Jupyter activity for 3 h 10 min"
     deadline: datetime | None = None  # when the action happens, for WARN
     episode_id: int | None = None  # the open episode this decision continues
+    attempts: int = 0  # the episode's failed attempts at the action so far
 
 
 @dataclass(frozen=True)
@@ -168,8 +192,12 @@ class Episode:
     rule_id: str
     started_at: datetime
     warned_at: datetime | None
-    deadline: datetime | None
+    deadline: datetime | None  # when to act (after a failed action: when to try again)
     acted_at: datetime | None
+    # How the last action went: "done", "skipped", "dry-run" (re-armed when the guard starts
+    # enforcing), "failed" (retried at `deadline` while it still qualifies), None = not yet.
+    acted_outcome: str | None = None
+    attempts: int = 0  # failed attempts so far in this episode
 
 
 @dataclass(frozen=True)

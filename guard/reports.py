@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from guard.config import Config
 from guard.model import Episode, Resource
@@ -48,6 +49,16 @@ def inventory_for(
     )
 
 
+def episode_state(ep: Episode) -> str:
+    """What a rule's episode is at: warned, acted, would-act (dry-run: re-armed when the
+    guard enforces), retrying (its action failed; tried again at the deadline)."""
+    if ep.acted_outcome == "failed" and ep.acted_at is None:
+        return "retrying"
+    if ep.acted_at is None:
+        return "warned"
+    return "would-act" if ep.acted_outcome == "dry-run" else "acted"
+
+
 def inventory_items(
     resources: Sequence[Resource],
     cfg: Config,
@@ -65,7 +76,7 @@ def inventory_items(
         states = [
             {
                 "rule": rule_id,
-                "state": "acted" if ep.acted_at else "warned",
+                "state": episode_state(ep),
                 "since": iso(ep.warned_at),
                 "deadline": iso(ep.deadline),
             }
@@ -139,21 +150,32 @@ def inventory_table(items: Sequence[dict[str, Any]], cfg: Config, now: datetime)
         elif not item["running"]:
             activity = ""
         elif item["last_activity"] and item["activity_source"] != "in-service-since":
-            activity = f"{_short(item['last_activity'], cfg)} ({item['activity_source']})"
+            source = item["activity_source"]
+            if evidence := (item.get("details") or {}).get("evidence"):
+                source = f"{source}: {evidence}"  # which evidence counted ("GPU 87 %")
+            activity = f"{_short(item['last_activity'], cfg)} ({source})"
         else:
             activity = "none since start"
         table.add_row(
-            f"{item['kind']}/{item['name']}",
-            item["status"],
-            f"{item['instance_type']} x{item['instance_count']}",
-            "unknown" if price is None else f"{Decimal(price):.3f}",
-            item["accrued_today_usd"],
-            item["accrued_month_usd"],
-            activity,
-            item["owner"] or "",
-            state,
+            *_cells(
+                f"{item['kind']}/{item['name']}",
+                item["status"],
+                f"{item['instance_type']} x{item['instance_count']}",
+                "unknown" if price is None else f"{Decimal(price):.3f}",
+                item["accrued_today_usd"],
+                item["accrued_month_usd"],
+                activity,
+                item["owner"] or "",
+                state,
+            )
         )
     return table
+
+
+def _cells(*values: Any) -> list[Text]:
+    """Table cells as plain text: names, tags and details are people's strings, and rich
+    would read `[/bold]` in an owner tag as markup (and fail on it)."""
+    return [Text("" if v is None else str(v)) for v in values]
 
 
 def _short(iso: str, cfg: Config) -> str:
@@ -184,10 +206,10 @@ def audit_table(entries: Sequence[dict[str, Any]], cfg: Config) -> Table:
     for column in ("at", "resource", "rule", "action", "mode", "outcome", "detail"):
         table.add_column(column)
     for e in entries:
-        table.add_row(
+        table.add_row(*_cells(
             _short(e["at"], cfg), f"{e['kind']}/{e['name']}", e["rule"] or "",
             e["action"], e["mode"], e["outcome"], e["detail"],
-        )  # fmt: skip
+        ))  # fmt: skip
     return table
 
 
@@ -199,9 +221,13 @@ def cycle_summary(report: Mapping[str, Any]) -> str:
     for action in report.get("actions", []):
         outcomes[action["outcome"]] = outcomes.get(action["outcome"], 0) + 1
     acted = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "none"
+    unpriced = sum(int(k.get("unpriced", 0)) for k in report.get("by_kind", {}).values())
+    rate = f"${Decimal(report['usd_per_hour']):.2f}/h"
+    if unpriced:  # an unknown price is never a $0 one
+        rate += f" + unknown for {unpriced}"
     line = (
         f"{report['mode']} cycle: {report['running']} running of {report['resources']} resources, "
-        f"${Decimal(report['usd_per_hour']):.2f}/h, {report['warnings']} new warnings, "
+        f"{rate}, {report['warnings']} new warnings, "
         f"actions: {acted}, {len(report['errors'])} errors, {report['api_calls_total']} AWS calls"
     )
     prices = report.get("prices")

@@ -14,11 +14,10 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
-
+from guard import cron
 from guard.config import Config, Rule
 from guard.model import (
     ActivitySource,
@@ -30,9 +29,6 @@ from guard.model import (
     utilization_key,
 )
 
-# How far back a schedule rule looks for its latest fire time, widest last.
-_SCHEDULE_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=400))
-_MAX_FIRES = 2000
 _METRIC_LABEL = {"gpu": "GPU", "gpu_memory": "GPU memory", "cpu": "CPU", "memory": "memory"}
 
 
@@ -49,7 +45,10 @@ def human(delta: timedelta) -> str:
 
 
 def clock_time(when: datetime, tz: ZoneInfo) -> str:
-    local = when.astimezone(tz)
+    try:
+        local = when.astimezone(tz)
+    except (OverflowError, ValueError):  # at the edge of datetime's range: say it in UTC
+        return f"{when:%Y-%m-%d %H:%M} UTC"
     return f"{local:%a %H:%M} {local.tzname()}"
 
 
@@ -75,20 +74,9 @@ def snoozed_until(
 
 
 def last_fire(schedule: str, tz: ZoneInfo, now: datetime) -> datetime | None:
-    """The latest time at or before `now` at which the cron `schedule` fired."""
-    trigger = CronTrigger.from_crontab(schedule, timezone=tz)
-    for window in _SCHEDULE_WINDOWS:
-        latest = None
-        fire = trigger.get_next_fire_time(None, now - window)
-        for _ in range(_MAX_FIRES):
-            if fire is None or fire > now:
-                break
-            latest = fire
-            fire = trigger.get_next_fire_time(fire, fire)
-        if latest is not None:
-            found: datetime = latest.astimezone(UTC)
-            return found
-    return None
+    """The latest time at or before `now` at which the cron `schedule` fired (standard
+    crontab semantics: see `guard.cron`)."""
+    return cron.last_fire(schedule, tz, now)
 
 
 @dataclass(frozen=True)
@@ -105,7 +93,11 @@ def _idle_reason(res: Resource, idle: timedelta, tz: ZoneInfo) -> str:
             f"no Jupyter activity for {human(idle)} (last at {clock_time(res.last_activity, tz)})"
         )
     if res.activity_source is ActivitySource.HEARTBEAT_TAG and res.last_activity:
-        return f"no kernel or terminal activity for {human(idle)} (heartbeat)"
+        # the heartbeat says which evidence was last seen ("terminal used", "GPU 87 %")
+        last = res.details.get("evidence")
+        seen = f"; last: {last} at {clock_time(res.last_activity, tz)}" if last else ""
+        what = "no kernel, terminal, process or GPU activity"
+        return f"{what} for {human(idle)} (heartbeat{seen})"
     if res.activity_source is ActivitySource.INVOCATIONS and res.last_activity:
         return f"no invocations for {human(idle)} (last at {clock_time(res.last_activity, tz)})"
     if res.activity_source is ActivitySource.NO_INVOCATIONS:
@@ -236,6 +228,7 @@ def _decide(
             reason=reason,
             deadline=deadline,
             episode_id=episode.id if episode else None,
+            attempts=episode.attempts if episode else 0,
         )
 
     if (why := hold(res, cfg, snoozes, now)) is not None:
@@ -256,5 +249,26 @@ def _decide(
         if rule.mutates and rule.grace <= timedelta(0):
             yield decision(Step.ACT, result.reason)
         return
-    if rule.mutates and episode.acted_at is None and episode.deadline and now >= episode.deadline:
+    if not rule.mutates:
+        return
+    if episode.acted_outcome == "dry-run" and cfg.enforce:
+        # Trialled in dry-run, now enforcing: the owner was told "would stop", never "will
+        # stop", so they get a fresh grace period before anything happens.
+        yield decision(Step.REARM, result.reason, now + rule.grace)
+        if rule.grace <= timedelta(0):
+            yield decision(Step.ACT, result.reason, now)
+        return
+    if episode.acted_at is None and episode.deadline and now >= episode.deadline:
         yield decision(Step.ACT, result.reason, episode.deadline)
+
+
+# A failed action is tried again at later cycles while the resource still qualifies, waiting
+# twice as long after each failure: 5 min, 10 min, 20 min … at most 2 h apart.
+RETRY_FIRST = timedelta(minutes=5)
+RETRY_CAP = timedelta(hours=2)
+
+
+def retry_at(attempts: int, now: datetime) -> datetime:
+    """When to try a failed action again, after `attempts` failures so far."""
+    doublings = min(max(attempts - 1, 0), 16)  # past 16 the cap has long been reached
+    return now + min(RETRY_FIRST * (1 << doublings), RETRY_CAP)

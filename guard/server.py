@@ -1,8 +1,12 @@
 """`cost-guard serve` / `run --serve`: a small threaded WSGI server.
 
-- `/healthz`: 200 while the last successful cycle (any replica's, from the database) is younger
-  than `serve.healthy_within` (default three scan intervals); 503 when it is older, or when
-  none has finished within that bound of the server's start.
+- `/healthz` (also `/livez`), liveness: 200 while the process is alive and, under `run
+  --serve`, its scheduler is running — also while AWS or the database is down (a restart
+  would not bring them back); 503 once the scheduler has stopped. Kubernetes' livenessProbe.
+- `/readyz`, readiness: 200 while the last successful cycle (any replica's, from the database)
+  is younger than `serve.healthy_within` (default three scan intervals); 503 when it is
+  older, when none has finished within that bound of the server's start, or when the
+  database is unreachable. Kubernetes' readinessProbe, and what alerting should watch.
 - `/metrics`: Prometheus text, read from the database at scrape time (guard/metrics.py).
 - `/slack/events`: Slack interactivity (signature-verified by slack-bolt), mounted only when
   `SLACK_SIGNING_SECRET` is set.
@@ -37,12 +41,29 @@ class _Closeable(Protocol):
     def close(self) -> None: ...
 
 
+# Liveness of what the server runs beside: (alive, status). `serve` alone has no scheduler.
+Liveness = Callable[[], tuple[bool, str]]
+
+
+def _no_scheduler() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def liveness(guard: Guard, alive: Liveness) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of /healthz: is the process alive and its scheduler running?
+    Nothing here touches AWS or the database."""
+    ok, status = alive()
+    body = {"status": status, "server_instance": instance_id(),
+            "at": guard.clock.now().isoformat()}  # fmt: skip
+    return (200 if ok else 503), body
+
+
 def healthy_within(guard: Guard) -> timedelta:
     return guard.cfg.serve.healthy_within or 3 * guard.cfg.scan_interval
 
 
 def health(guard: Guard, started_at: datetime) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) of /healthz at the guard's clock's now."""
+    """(HTTP status, body) of /readyz at the guard's clock's now."""
     now, bound = guard.clock.now(), healthy_within(guard)
     body: dict[str, Any] = {
         "status": "ok", "last_cycle_at": None, "age_seconds": None, "instance": None,
@@ -51,7 +72,7 @@ def health(guard: Guard, started_at: datetime) -> tuple[int, dict[str, Any]]:
     try:
         last = guard.store.last_cycle()
     except Exception as exc:  # the database is down: unhealthy, and say why (no URL)
-        log.warning("healthz: database unavailable: %s", type(exc).__name__)
+        log.warning("readyz: database unavailable: %s", type(exc).__name__)
         return 503, {**body, "status": "database unavailable"}
     if last is None:
         starting = now - started_at < bound
@@ -66,9 +87,13 @@ def health(guard: Guard, started_at: datetime) -> tuple[int, dict[str, Any]]:
     return 200, body
 
 
-def make_app(guard: Guard, started_at: datetime | None = None) -> WsgiApp:
-    """The WSGI app: /healthz, /metrics, and /slack/events when a signing secret is set."""
+def make_app(
+    guard: Guard, started_at: datetime | None = None, alive: Liveness | None = None
+) -> WsgiApp:
+    """The WSGI app: /healthz (/livez), /readyz, /metrics, and /slack/events when a signing
+    secret is set. `alive`: the daemon's liveness (`Daemon.liveness`), if one runs."""
     started = started_at or guard.clock.now()
+    alive = alive or _no_scheduler
     metrics = make_wsgi_app(registry_for(guard.store))
     slack: WsgiApp | None = None
     if guard.cfg.secrets.slack_signing_secret is not None:
@@ -79,7 +104,10 @@ def make_app(guard: Guard, started_at: datetime | None = None) -> WsgiApp:
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path == "/healthz":
+        if path in ("/healthz", "/livez"):
+            status, body = liveness(guard, alive)
+            return _json(start_response, status, body)
+        if path == "/readyz":
             status, body = health(guard, started)
             return _json(start_response, status, body)
         if path == "/metrics":
@@ -114,12 +142,18 @@ class _QuietHandler(WSGIRequestHandler):
 class Server:
     """The HTTP server in a background thread (plus Socket Mode when configured)."""
 
-    def __init__(self, guard: Guard, host: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        host: str | None = None,
+        port: int | None = None,
+        alive: Liveness | None = None,
+    ) -> None:
         self.guard = guard
         host = guard.cfg.serve.host if host is None else host
         port = guard.cfg.serve.port if port is None else port
         self.httpd = make_server(
-            host, port, make_app(guard),
+            host, port, make_app(guard, alive=alive),
             server_class=_ThreadingServer, handler_class=_QuietHandler,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
@@ -143,7 +177,7 @@ class Server:
             from guard.slack_app import start_socket_mode
 
             self._socket_mode = start_socket_mode(self.guard)
-        log.info("serving /healthz and /metrics on %s", self.url,
+        log.info("serving /healthz, /readyz and /metrics on %s", self.url,
                  extra={"event": "serve", "url": self.url})  # fmt: skip
         return self
 

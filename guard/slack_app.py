@@ -1,9 +1,12 @@
 """Slack's buttons: `Snooze 4h`, `Keep 24h` and `Stop now`, received with slack-bolt.
 
-Over HTTP (`cost-guard serve`, path /slack/events) bolt verifies every request with the
-signing secret before anything runs: a wrong signature or a timestamp over five minutes old is
-answered 401 and changes nothing. Over Socket Mode (`slack.socket_mode`, for deployments
-without ingress) the app opens a websocket to Slack instead, with the app-level token.
+Over HTTP (`cost-guard serve`, path /slack/events) every request's signature is verified
+(slack_sdk's SignatureVerifier: HMAC with the signing secret, compared in constant time, the
+timestamp within five minutes) before anything reads its body: a missing, wrong or stale
+signature is answered 401, a signed request that is not a well-formed button click 400; each
+is logged as one line (no body, no traceback) and changes nothing. Over Socket Mode
+(`slack.socket_mode`, for deployments without ingress) the app opens a websocket to Slack
+instead, with the app-level token.
 
 A click is acknowledged at once (Slack wants an answer within 3 s), recorded with its unique
 key before it takes effect (a retried or replayed click is a no-op), carried out by
@@ -12,18 +15,25 @@ key before it takes effect (a retried or replayed click is a no-op), carried out
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 from slack_bolt import Ack, App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 
 from guard import interactions
 from guard.cycle import Guard
@@ -36,6 +46,17 @@ GROUP_CACHE_SECONDS = 300  # how long a user group's members are trusted for the
 DELIVER_WAIT_SECONDS = 5
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# What a request to /slack/events may be. Slack's button payloads are a few KB.
+MAX_BODY = 1 << 20
+MAX_DEPTH = 32  # nesting of the payload's JSON (Slack's is under 10 deep)
+MAX_EPISODE_ID = 2**31 - 1  # the episodes.id column
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_USER = re.compile(r"[UW][A-Z0-9]{2,31}")
+_ACTION_TS = re.compile(r"[0-9]{1,20}(\.[0-9]{1,10})?")
+_EPISODE_BLOCK = re.compile(r"episode-([0-9]{1,12})")
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed"}
+_REASONS |= {411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error"}
 
 
 def build_app(guard: Guard, *, socket_mode: bool = False) -> App:
@@ -77,8 +98,143 @@ def build_app(guard: Guard, *, socket_mode: bool = False) -> App:
 
 
 def wsgi_app(guard: Guard) -> WsgiApp:
-    """The /slack/events endpoint as a WSGI application (mounted by `guard.server`)."""
-    return SlackRequestHandler(build_app(guard))
+    """The /slack/events endpoint as a WSGI application (mounted by `guard.server`): the
+    signature and the payload's shape checked first, then slack-bolt."""
+    secret = guard.cfg.secrets.slack_signing_secret
+    bolt = SlackRequestHandler(build_app(guard))  # raises without a signing secret
+    assert secret is not None
+    return _Checked(bolt, SignatureVerifier(secret.get_secret_value()))
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status, self.why = status, why
+
+
+class _Checked:
+    """slack-bolt parses a request's body before it checks the signature; this checks first,
+    so nothing unauthenticated is parsed, and nothing malformed reaches bolt."""
+
+    def __init__(self, bolt: WsgiApp, verifier: SignatureVerifier) -> None:
+        self.bolt, self.verifier = bolt, verifier
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        try:
+            body = self._check(environ)
+        except _Rejected as exc:
+            return self._reject(environ, start_response, exc.status, exc.why)
+        except Exception as exc:  # a bug here must still not answer with a traceback
+            why = f"unexpected {type(exc).__name__}"
+            return self._reject(environ, start_response, 500, why)
+        environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+        return self.bolt(environ, start_response)
+
+    def _check(self, environ: dict[str, Any]) -> bytes:
+        """The body of a signed, well-formed request; raises `_Rejected` otherwise."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            raise _Rejected(405, "not a POST")
+        length = str(environ.get("CONTENT_LENGTH") or "")
+        if not length.isdigit():
+            raise _Rejected(411, "no Content-Length")
+        if int(length) > MAX_BODY:
+            raise _Rejected(413, f"body of {length} bytes")
+        body: bytes = environ["wsgi.input"].read(int(length))
+        timestamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP") or "")
+        signature = str(environ.get("HTTP_X_SLACK_SIGNATURE") or "")
+        if not signature or not timestamp:
+            raise _Rejected(401, "unsigned")
+        if not _TIMESTAMP.fullmatch(timestamp) or not self._signed(body, timestamp, signature):
+            raise _Rejected(401, "bad or stale signature")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Rejected(400, "body not UTF-8") from None
+        try:
+            fields = parse_qs(text, keep_blank_values=True, max_num_fields=32)
+        except ValueError:
+            raise _Rejected(400, "too many form fields") from None
+        if "ssl_check" in fields and "payload" not in fields:
+            return body  # Slack checking the certificate: bolt answers it
+        payload = _json(fields.get("payload", [""])[0])
+        if (why := click_problem(payload)) is not None:
+            raise _Rejected(400, why)
+        return body
+
+    def _signed(self, body: bytes, timestamp: str, signature: str) -> bool:
+        try:
+            return self.verifier.is_valid(body.decode("utf-8"), timestamp, signature)
+        except UnicodeDecodeError:  # the verifier signs text; a byte body is signed as bytes
+            if abs(time.time() - int(timestamp)) > 5 * 60:
+                return False
+            secret = self.verifier.signing_secret.encode()
+            base = b"v0:" + timestamp.encode() + b":" + body
+            expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
+            return hmac.compare_digest(expected, signature)
+
+    @staticmethod
+    def _reject(
+        environ: dict[str, Any], start_response: Callable[..., Any], status: int, why: str
+    ) -> list[bytes]:
+        peer = environ.get("REMOTE_ADDR", "?")
+        log.warning("/slack/events from %s refused: %d %s", peer, status, why)
+        data = f"{_REASONS[status]}\n".encode()
+        start_response(
+            f"{status} {_REASONS[status]}",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+
+def _json(text: str) -> Any:
+    """A payload's JSON, no deeper than MAX_DEPTH; raises `_Rejected` otherwise."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:  # the nesting, counted before the parser recurses into it
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                raise _Rejected(400, f"payload nested over {MAX_DEPTH} deep")
+        elif char in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise _Rejected(400, "payload is not JSON") from None
+
+
+def click_problem(body: Any) -> str | None:
+    """What makes `body` not a button click this app can handle, or None."""
+    if not isinstance(body, dict):
+        return "payload is not a JSON object"
+    if body.get("type") != "block_actions":
+        return f"payload type {str(body.get('type'))[:40]!r} is not block_actions"
+    user = body.get("user")
+    if not isinstance(user, dict) or not _USER.fullmatch(str(user.get("id", ""))):
+        return "no valid user id"
+    actions = body.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+        return "no action"
+    action = actions[0]
+    if not isinstance(action.get("action_id"), str) or len(action["action_id"]) > 64:
+        return "no valid action_id"
+    if not isinstance(action.get("value", ""), str) or len(action.get("value", "")) > 512:
+        return "value is not a string of at most 512 characters"
+    if not _ACTION_TS.fullmatch(str(action.get("action_ts", "0"))):
+        return "action_ts is not a Slack timestamp"
+    block = action.get("block_id", "")
+    if not isinstance(block, str) or len(block) > 64:
+        return "block_id is not a string of at most 64 characters"
+    if block.startswith("episode-"):
+        match = _EPISODE_BLOCK.fullmatch(block)
+        if match is None or int(match.group(1)) > MAX_EPISODE_ID:
+            return "block_id names no possible episode"
+    return None
 
 
 def start_socket_mode(guard: Guard) -> SocketModeHandler:
@@ -100,10 +256,14 @@ class _Clicks:
 
     def handle(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()  # first: Slack shows an error to the person after 3 s without it
+        if (why := click_problem(body)) is not None:  # Socket Mode: not checked before
+            log.warning("Slack button click ignored: %s", why)
+            return
         try:
             self._handle(body)
-        except Exception:  # a click must never take the server down; the log says why
-            log.exception("Slack button click failed")
+        except Exception as exc:  # a click must never take the server down; the log says why
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            log.error("Slack button click failed: %s: %s", type(exc).__name__, first)
 
     def _handle(self, body: dict[str, Any]) -> None:
         guard = self.guard

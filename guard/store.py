@@ -118,6 +118,8 @@ def _episode(row: EpisodeRow) -> Episode:
         warned_at=row.warned_at,
         deadline=row.deadline,
         acted_at=row.acted_at,
+        acted_outcome=row.acted_outcome,
+        attempts=row.attempts or 0,
     )
 
 
@@ -459,7 +461,14 @@ class Store:
                 for arn, at in s.execute(query):
                     back.setdefault(arn, []).append(at)
             found = []
+            counted: set[int] = set()
             for act in acts:
+                # One saving per episode: a second done action in it (an interrupted one
+                # settled as done by reconcile) takes nothing more off the bill.
+                if act.episode_id is not None:
+                    if act.episode_id in counted:
+                        continue
+                    counted.add(act.episode_id)
                 done = act.finished_at or act.at
                 returns = [t for t in back.get(act.arn, []) if done < t <= now]
                 until = min(returns, default=now)
@@ -560,9 +569,42 @@ class Store:
             row = s.get(EpisodeRow, episode_id)
             return (_episode(row), row.ended_at) if row else None
 
-    def mark_acted(self, episode_id: int, now: datetime) -> None:
+    def mark_acted(self, episode_id: int, now: datetime, outcome: str = "done") -> None:
         with self.session() as s:
-            s.execute(update(EpisodeRow).where(EpisodeRow.id == episode_id).values(acted_at=now))
+            s.execute(
+                update(EpisodeRow)
+                .where(EpisodeRow.id == episode_id)
+                .values(acted_at=now, acted_outcome=outcome)
+            )
+
+    def retry_later(self, episode_id: int, attempts: int, retry_at: datetime) -> None:
+        """A failed action: try again at `retry_at` if the resource still qualifies then."""
+        with self.session() as s:
+            s.execute(
+                update(EpisodeRow)
+                .where(EpisodeRow.id == episode_id)
+                .values(acted_at=None, acted_outcome="failed", attempts=attempts, deadline=retry_at)
+            )
+
+    def rearm(self, episode_id: int, deadline: datetime) -> None:
+        """A dry-run episode under enforce: a fresh grace period, then the action for real."""
+        with self.session() as s:
+            s.execute(
+                update(EpisodeRow)
+                .where(EpisodeRow.id == episode_id)
+                .values(acted_at=None, acted_outcome=None, attempts=0, deadline=deadline)
+            )
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside `batch()`: undo only what the block wrote if it raises (one decision's
+        warning, not the whole cycle's). Outside a batch each write commits on its own."""
+        batch = self._batch
+        if batch is None or batch[0] != threading.get_ident():
+            yield
+            return
+        with batch[1].begin_nested():
+            yield
 
     def end_episode(self, episode_id: int, now: datetime, reason: str) -> None:
         with self.session() as s:
@@ -630,10 +672,43 @@ class Store:
                 .values(outcome=outcome, detail=detail, finished_at=now)
             )
 
-    def unfinished_actions(self) -> list[ActionRow]:
-        """Actions recorded as intended whose outcome never arrived (a crash in between)."""
+    def mark_action_sending(self, action_id: int, now: datetime) -> None:
+        """Committed right before an action's mutating AWS call: from here on, the call may
+        have reached AWS (what `Actions.reconcile` needs to know after a crash)."""
         with self.session() as s:
-            return list(s.scalars(select(ActionRow).where(ActionRow.outcome == "intended")))
+            s.execute(
+                update(ActionRow)
+                .where(ActionRow.id == action_id, ActionRow.outcome == "intended")
+                .values(outcome="sending")
+            )
+
+    def unfinished_actions(self) -> list[ActionRow]:
+        """Actions whose outcome never arrived (a crash in between, or a lost answer):
+        `intended` (the call was not sent yet) or `sending` (it may have been)."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(ActionRow)
+                    .where(ActionRow.outcome.in_(("intended", "sending")))
+                    .order_by(ActionRow.id)
+                )
+            )
+
+    def done_action_like(self, row: ActionRow) -> int | None:
+        """Id of another done action of the same kind on the same resource in the same
+        episode (or, without an episode, at or after `row`), if any."""
+        query = select(ActionRow.id).where(
+            ActionRow.id != row.id,
+            ActionRow.arn == row.arn,
+            ActionRow.action == row.action,
+            ActionRow.outcome == "done",
+        )
+        if row.episode_id is not None:
+            query = query.where(ActionRow.episode_id == row.episode_id)
+        else:
+            query = query.where(ActionRow.at >= row.at)
+        with self.session() as s:
+            return s.scalar(query.order_by(ActionRow.id).limit(1))
 
     def audit(self, since: datetime) -> list[ActionRow]:
         with self.session() as s:
@@ -774,17 +849,32 @@ class Store:
                 .values(sent_at=now, attempts=OutboxRow.attempts + 1, last_error=None)
             )
 
-    def message_failed(self, message_id: int, error: str, retry_at: datetime) -> None:
+    def message_failed(
+        self, message_id: int, error: str, retry_at: datetime, *, maybe_sent: bool = False
+    ) -> None:
+        """A send that failed; unless it `maybe_sent` (a timeout, a reset: Slack may have
+        posted it), Slack's answer proved nothing was posted and the sending mark goes."""
+        values: dict[str, Any] = {
+            "attempts": OutboxRow.attempts + 1,
+            "last_error": error[:2000],
+            "next_attempt_at": retry_at,
+        }
+        if not maybe_sent:
+            values["sending_at"] = None
+        with self.session() as s:
+            s.execute(update(OutboxRow).where(OutboxRow.id == message_id).values(**values))
+
+    def message_sending(self, message_id: int, now: datetime) -> datetime:
+        """Mark a message as being sent, committed before the call to Slack; returns when its
+        first unconfirmed send began (the start of the window to look for it in Slack)."""
         with self.session() as s:
             s.execute(
                 update(OutboxRow)
                 .where(OutboxRow.id == message_id)
-                .values(
-                    attempts=OutboxRow.attempts + 1,
-                    last_error=error[:2000],
-                    next_attempt_at=retry_at,
-                )
+                .values(sending_at=func.coalesce(OutboxRow.sending_at, now))
             )
+            since = s.scalar(select(OutboxRow.sending_at).where(OutboxRow.id == message_id))
+        return since or now
 
     # --- cycles ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     Numeric,
     String,
@@ -127,6 +128,10 @@ class EpisodeRow(Base):
     warned_at: Mapped[datetime | None]
     deadline: Mapped[datetime | None]
     acted_at: Mapped[datetime | None]
+    # "done" | "skipped" | "dry-run" | "failed": a dry-run one is re-armed under enforce, a
+    # failed one retried at `deadline` (guard/rules.py)
+    acted_outcome: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(Text)
     slack_channel: Mapped[str | None] = mapped_column(String(128))
@@ -184,6 +189,10 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set (and committed) before a send that Slack may accept without us hearing back; cleared
+    # when Slack's answer proves it was not posted. A row found with it set and no `sent_at`
+    # is looked up in the channel's history before it is posted again.
+    sending_at: Mapped[datetime | None]
 
 
 class SlackUserRow(Base):

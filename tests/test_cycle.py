@@ -213,11 +213,12 @@ def test_interrupted_action_is_reconciled_at_start(
     guard = make_guard(sim, clock, db_url, mode="enforce")
     run_cycle(guard)
     [res] = guard.store.resources()
-    # A crash after recording the intent and after AWS accepted the stop:
+    # A crash after the call was sent (the row says so) and AWS accepted the stop:
     action_id = guard.store.record_action(
         res, rule_id="idle", episode_id=None, action="stop", mode="enforce",
         outcome="intended", detail="", now=clock.now(),
     )  # fmt: skip
+    guard.store.mark_action_sending(action_id, clock.now())
     sim.client("sagemaker").stop_notebook_instance(NotebookInstanceName="idle")
     restarted = build_guard(guard.cfg, clock)
     [row] = [r for r in restarted.store.audit(clock.now() - timedelta(days=1)) if r.id == action_id]

@@ -331,9 +331,12 @@ def test_manifests_refer_to_each_other(tmp_path: Path) -> None:
     assert "optional" not in env["COST_GUARD_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert not [d for d in _manifests() if d["kind"] == "Secret"]
 
-    # probes on /healthz through the named port
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    # liveness (and startup) on /healthz, readiness on /readyz, through the named port: an
+    # AWS outage makes the pod unready, never restarts it
+    for probe, path in (
+        ("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")
+    ):  # fmt: skip
+        assert container[probe]["httpGet"] == {"path": path, "port": port["name"]}
 
     # non-root, read-only root filesystem, /tmp writable
     assert spec["securityContext"]["runAsNonRoot"] is True

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from sqlalchemy import select
 
 from guard import digest
-from guard.cycle import run_cycle
+from guard.cycle import Guard, run_cycle
 from guard.model import ManualClock
 from guard.pricing import PriceBook
 from guard.reports import inventory_for
@@ -20,6 +22,7 @@ from tests.factories import guard_for
 pytestmark = pytest.mark.usefixtures("aws_env")
 
 STOP_IDLE = {"id": "idle", "kind": "notebook", "idle_for": "2h", "action": "stop", "grace": "0s"}
+NEVER = "0 9 1 1 *"  # a digest cron that does not fire during a test
 
 
 def hourly(instance_type: str) -> Decimal:
@@ -138,7 +141,9 @@ def test_digest_lists_actions_since_the_last_digest_unowned_and_blind_spots(
         ("ada-idle", "stop", "done")
     ]
     assert d["unowned"]["running"] == 1 and d["unowned"]["resources"][0]["name"] == "nobodys"
-    assert d["running_by_owner"] == [{"name": "(no owner)", "usd_per_hour": "0.2300"}]
+    assert d["running_by_owner"] == [
+        {"name": "(no owner)", "usd_per_hour": "0.2300", "unpriced": 0}
+    ]
     assert any("eu-west-1" in e and "AccessDenied" in e for e in d["scan_errors"])
     plain = tuesday.payload["plain"]
     for expected in (
@@ -153,4 +158,59 @@ def test_digest_lists_actions_since_the_last_digest_unowned_and_blind_spots(
     assert [f["text"].split("\n")[0] for f in fields] == [
         "*Running now*", "*Month to date*", "*Unowned*", "*Saved this month*",
     ]  # fmt: skip
+    guard.store.close()
+
+
+@pytest.mark.parametrize("weekdays", ["1-5", "MON-FRI", "mon-fri"])
+def test_digest_cron_counts_weekdays_from_sunday(clock: ManualClock, weekdays: str) -> None:
+    from guard.config import Config
+    from guard.daemon import Daemon
+
+    # Monday 2026-11-23 09:00 UTC: `0 9 * * 1-5` fired now (0 = Monday would say Tuesday).
+    cfg = Config.model_validate({"slack": {"digest": f"0 9 * * {weekdays}"}})
+    assert digest.due(cfg, clock.now() + timedelta(minutes=1)) == clock.now()
+    saturday = clock.now() + timedelta(days=5, hours=1)
+    assert digest.due(cfg, saturday) is None  # Friday's fire is more than a day old
+    # The daemon's digest job fires on the same days (its jobs only read cfg and clock).
+    daemon = Daemon(cast(Guard, SimpleNamespace(cfg=cfg, clock=clock)))
+    trigger = daemon.scheduler.get_job("digest").trigger
+    fire = trigger.get_next_fire_time(None, saturday)
+    assert fire == clock.now() + timedelta(days=7)  # the next Monday, not Saturday or Tuesday
+
+
+def test_unknown_prices_are_counted_never_summed_as_zero(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from guard.metrics import GuardCollector
+
+    # The bundled table has no BatchTransform prices: both jobs' prices are unknown.
+    sim.add_notebook("nb", "ml.m5.xlarge", tags={"owner": "ada"}, in_service_since=clock.now())
+    sim.add_transform_job("scoring", "ml.m5.xlarge", 2, started_at=clock.now())
+    sim.add_transform_job("batch", "ml.m5.xlarge", 1, started_at=clock.now())
+    guard = guard_for(clock, db_url, [], pricing={"source": "bundled"}, slack={"digest": NEVER})
+    run_cycle(guard)
+    d = digest.build(guard.cfg, guard.store, clock.now())
+
+    assert d["running"] == 3 and d["unpriced_running"] == 2
+    assert Decimal(d["usd_per_hour"]) == hourly("ml.m5.xlarge")  # the known price only
+    assert d["by_kind"]["transform_job"]["unpriced"] == 2
+    assert d["by_kind"]["notebook"]["unpriced"] == 0
+    assert d["unowned"]["unpriced"] == 2
+    assert {o["name"]: o["unpriced"] for o in d["running_by_owner"]} == {"ada": 0, "(no owner)": 2}
+    title, lines = digest.text(d)
+    shown = "\n".join([title, *lines, *(v for _, v in digest.fields(d))])
+    assert "$0.00/h" not in shown and "$0/h" not in shown
+    assert "$0.23/h + unknown for 2 resources" in title
+    assert "transform_job 2 running unknown $/h (2 resources without a price)" in shown
+    assert "(no owner) unknown $/h (2 resources without a price)" in shown
+
+    registry = CollectorRegistry()
+    registry.register(GuardCollector(guard.store))
+    scrape = generate_latest(registry).decode()
+    assert 'cost_guard_unpriced_resources{account="123456789012",kind="transform_job"' in scrape
+    assert 'cost_guard_usd_per_hour{account="123456789012",kind="transform_job"' not in scrape
+    assert 'cost_guard_usd_per_hour{account="123456789012",kind="notebook"' in scrape
+    assert "known price" in scrape  # the help text says what the $ gauge sums
     guard.store.close()

@@ -345,11 +345,12 @@ def test_interrupted_delete_is_reconciled_from_the_live_endpoint(
     run_cycle(guard)  # warned only
     intents = {}
     for res in guard.store.resources():
-        # A crash after the intent was committed: AWS took the delete of "gone" only.
+        # A crash while the deletes were being sent: AWS took the delete of "gone" only.
         intents[res.name] = guard.store.record_action(
             res, rule_id="idle-delete", episode_id=None, action="delete", mode="enforce",
             outcome="intended", detail="", now=clock.now(),
         )  # fmt: skip
+        guard.store.mark_action_sending(intents[res.name], clock.now())
     sim.client("sagemaker").delete_endpoint(EndpointName="gone")
 
     restarted = guard_for(clock, db_url, [IDLE_DELETE], kinds=["endpoint"], mode="enforce")

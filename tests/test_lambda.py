@@ -189,3 +189,37 @@ def test_cycle_logs_reach_the_runtime_handler_once_at_info(
     done = [line for line in runtime.lines if line.startswith("cycle done:")]
     assert len(done) == 2, runtime.lines  # INFO got through, once per cycle
     assert not any("botocore" in line for line in runtime.lines)
+
+
+def test_a_cold_start_while_aws_is_unreachable_answers_with_the_blind_spot(
+    sim: Simulator,
+    clock: ManualClock,
+    pg_url: str,
+    lambda_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.factories import notebook
+
+    _seed(sim, clock)
+    monkeypatch.setenv("COST_GUARD_DATABASE_URL", pg_url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    store = Store(pg_url)
+    res = notebook(clock.now(), "idle-nb")
+    store.save_snapshot([res], set(), clock.now())
+    left = store.record_action(
+        res, rule_id="idle", episode_id=None, action="stop", mode="enforce",
+        outcome="intended", detail="idle", now=clock.now(),
+    )  # fmt: skip
+    try:
+        with sim.outage():  # reconcile at the cold start needs AWS: it must not crash
+            summary = aws_lambda.handler({}, CONTEXT)
+        assert summary["resources"] == 0 and summary["errors_total"] >= 2
+        assert any(f"action {left}" in e for e in summary["errors"])
+        assert any("connection refused" in e for e in summary["errors"])
+        assert all("Traceback" not in e and "TypeError" not in e for e in summary["errors"])
+
+        summary = aws_lambda.handler({}, CONTEXT)  # AWS is back: the warm guard recovers
+        assert summary["errors"] == [] and summary["resources"] == 3
+        assert store.unfinished_actions() == []
+    finally:
+        store.close()

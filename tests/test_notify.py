@@ -332,7 +332,8 @@ def test_an_email_owner_is_looked_up_once_and_mentioned(
 
     lookups = fake_slack.requests("users.lookupByEmail")
     assert [c.body["email"] for c in lookups] == ["ada@example.com", "bob@example.com"]
-    owners = [c.body["blocks"][1]["fields"][4]["text"] for c in fake_slack.calls[2:]]
+    posts = fake_slack.accepted("chat.postMessage")
+    owners = [c.body["blocks"][1]["fields"][4]["text"] for c in posts]
     assert owners == [
         f"*Owner*\n<@{ADA}>",
         f"*Owner*\n<@{ADA}>",
@@ -344,9 +345,12 @@ def test_an_email_owner_is_looked_up_once_and_mentioned(
     again = Notifier(make_cfg(fake_slack), store, clock)
     again.notify(notice(store, notebook("nb-e", owner="ADA@example.com")))
     again.notify(notice(store, notebook("nb-f", owner="bob@example.com")))
+    again.deliver()
     assert len(fake_slack.requests("users.lookupByEmail")) == 2
     clock.advance(timedelta(days=8))  # an unknown email is asked again after a week
     again.notify(notice(store, notebook("nb-g", owner="bob@example.com")))
+    assert len(fake_slack.requests("users.lookupByEmail")) == 2  # by deliver, not notify
+    again.deliver()
     assert len(fake_slack.requests("users.lookupByEmail")) == 3
 
 

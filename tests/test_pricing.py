@@ -31,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("aws_env")  # boto3 talks to the simulator
 
 GET_PRODUCTS = "pricing:GetProducts"
 UNAVAILABLE = (
-    "Price List API unavailable (AccessDeniedException: simulated failure of "
-    "pricing:GetProducts) since 2026-11-23 09:00 UTC"
+    "Price List API unavailable (pricing:GetProducts in default account/us-east-1: "
+    "AccessDeniedException: simulated failure of pricing:GetProducts) since 2026-11-23 09:00 UTC"
 )
 
 
@@ -239,7 +239,8 @@ def test_a_failed_refresh_keeps_the_cached_prices(
     assert (ep.usd_per_hour, ep.price_source) == (Decimal("1.212"), "api")
     assert report["prices"]["source"] == "api"
     assert report["prices"]["status"] == (
-        "Price List API unavailable (AccessDeniedException: simulated failure of "
+        "Price List API unavailable (pricing:GetProducts in 123456789012/us-east-1: "
+        "AccessDeniedException: simulated failure of "
         "pricing:GetProducts) since 2026-11-24 10:00 UTC; using the prices fetched "
         "2026-11-23 09:00 UTC, bundled where missing."
     )
@@ -368,7 +369,10 @@ def test_pricing_refresh_command(sim: Simulator, tmp_path: Path) -> None:
         sim.fail(GET_PRODUCTS)
         failed = cli(["pricing", "refresh"], sim, config)
         assert failed.exit_code == 1
-        assert "Price List API refresh failed: AccessDeniedException" in words(failed.output)
+        assert (
+            "Price List API refresh failed: pricing:GetProducts in default account/us-east-1: "
+            "AccessDeniedException"
+        ) in words(failed.output)
         assert "cached prices are unchanged" in words(failed.output)
         with store.session() as s:
             assert s.scalar(select(func.count()).select_from(PriceRow)) == stored

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from guard.config import Config, ConfigError, load_config
-from guard.model import ActivitySource, Episode, Resource, Step
+from guard.model import ActivitySource, Episode, Resource, Step, parse_time
 from guard.rules import evaluate, human, last_fire
 from tests.factories import notebook as make_notebook
 
@@ -215,3 +215,60 @@ def test_idle_for_is_refused_for_jobs_which_are_never_idle_by_time() -> None:
 def test_malformed_snooze_tag_snoozes_nothing() -> None:
     res = notebook(tags={"cost-guard:snooze-until": "after lunch"})
     assert steps(evaluate([res], {}, {}, cfg(IDLE_STOP), NOW)) == [("warn", "idle")]
+
+
+def test_numeric_weekdays_are_standard_crontab() -> None:
+    # 1-5 is Monday to Friday, 0 and 7 Sunday: APScheduler 3's own from_crontab says 0 = Monday.
+    utc = cfg().tz
+    monday_night = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
+    assert last_fire("0 20 * * 1-5", utc, monday_night) == datetime(2026, 11, 23, 20, tzinfo=UTC)
+    assert last_fire("0 20 * * 0", utc, monday_night) == datetime(2026, 11, 22, 20, tzinfo=UTC)
+    assert last_fire("0 20 * * 7", utc, monday_night) == datetime(2026, 11, 22, 20, tzinfo=UTC)
+    rule = {"id": "night", "kind": "notebook", "schedule": "0 20 * * 1-5", "action": "stop"}
+    berlin = cfg(rule, timezone="Europe/Berlin")
+    busy = notebook(last_activity=NOW, running_since=datetime(2026, 11, 20, 8, tzinfo=UTC))
+    # Saturday 20:30 in Berlin: the latest fire is Friday's, not Saturday's.
+    saturday = datetime(2026, 11, 28, 19, 30, tzinfo=UTC)
+    d = evaluate([busy], {}, {}, berlin, saturday)[0]
+    assert "(Fri 20:00 CET)" in d.reason
+    # Monday 20:00 in Berlin fires (0 = Monday would not).
+    late = notebook(last_activity=NOW, running_since=datetime(2026, 11, 30, 8, tzinfo=UTC))
+    d = evaluate([late], {}, {}, berlin, datetime(2026, 11, 30, 19, 5, tzinfo=UTC))[0]
+    assert "(Mon 20:00 CET)" in d.reason
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-12:00",
+        "0001-01-01T00:00:00+14:00",
+        "1970-01-01T00:00:00Z",
+        "after lunch",
+        "x" * 300,
+        "",
+        "   ",
+    ],
+)
+def test_out_of_range_snooze_tag_snoozes_nothing_and_never_crashes(value: str) -> None:
+    res = notebook(tags={"cost-guard:snooze-until": value})
+    berlin = cfg(IDLE_STOP, timezone="Europe/Berlin")
+    assert steps(evaluate([res], {}, {}, berlin, NOW)) == [("warn", "idle")]
+    assert steps(evaluate([res], episode(), {}, berlin, NOW)) == [("act", "idle")]
+
+
+@pytest.mark.parametrize(
+    ("value", "until"),
+    [
+        ("2026-11-23 20:00", datetime(2026, 11, 23, 20, tzinfo=UTC)),
+        ("2026-11-23T20:00:00.123456789Z", datetime(2026, 11, 23, 20, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-23t20:00:00z", datetime(2026, 11, 23, 20, tzinfo=UTC)),
+        ("2026-11-23T21:00:00+0100", datetime(2026, 11, 23, 20, tzinfo=UTC)),
+        ("2026-11-24", datetime(2026, 11, 24, tzinfo=UTC)),
+        (" 2026-11-23T20:00:00Z ", datetime(2026, 11, 23, 20, tzinfo=UTC)),
+    ],
+)
+def test_snooze_tag_in_the_iso_forms_people_write(value: str, until: datetime) -> None:
+    assert parse_time(value) == until
+    res = notebook(tags={"cost-guard:snooze-until": value})
+    assert evaluate([res], {}, {}, cfg(IDLE_STOP, timezone="Europe/Berlin"), NOW) == []

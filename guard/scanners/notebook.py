@@ -1,8 +1,9 @@
 """Notebook instances: listed 100 per page, tags in bulk, Jupyter activity from CloudWatch Logs.
 
 Activity comes from DescribeLogStreams ordered by last event (50 per page), read only back to
-where the previous scan ended, and from the heartbeat tag the shipped lifecycle script writes;
-the newest signal wins.
+where the previous scan ended, and from the heartbeat tags the shipped lifecycle script writes
+(kernels, terminals, terminal jobs, busy processes, GPU); the newest signal wins. A heartbeat
+that stopped looking, or that cannot reach Jupyter, makes the notebook `unknown`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from botocore.exceptions import ClientError
 
 from guard.aws import AWS_ERRORS, error_text
 from guard.kinds import KindSpec
-from guard.model import ActivitySource, Resource, parse_time
+from guard.model import ActivitySource, Resource
+from guard.scanners.evidence import heartbeat_details, stopped_finding
+from guard.scanners.evidence import read as read_heartbeat
 from guard.scanning import ScanContext, Target, list_all, tags_or_error, utc
 
 NOTEBOOK_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
@@ -87,23 +90,36 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
                 f"notebooks there are unknown this cycle: {error_text(exc)}"
             )
     known = ctx.store.last_activity(spec.name, target.account_id, target.region)
+    stopped: list[str] = []  # running notebooks whose heartbeat stopped looking
 
     for nb in listed:
         arn, name, status = nb[spec.arn_field], nb[spec.name_field], nb[spec.status_field]
         running = status in spec.running_states
         nb_tags = tags.get(arn, {})
+        running_since = utc(nb.get("LastModifiedTime")) if running else None
+        # Evidence fusion: the newest of the stored activity, the Jupyter log and the
+        # heartbeat (kernels, terminals, processes, GPU) wins.
         signals: list[tuple[datetime, ActivitySource]] = []
         if arn in known:
             signals.append(known[arn])
         if name in jupyter:
             signals.append((jupyter[name], ActivitySource.JUPYTER_LOG))
-        beat = parse_time(nb_tags.get(cfg.tags.heartbeat))
-        if beat:
-            signals.append((beat, ActivitySource.HEARTBEAT_TAG))
+        heartbeat = read_heartbeat(nb_tags, cfg)
+        if heartbeat and heartbeat.last_activity:
+            signals.append((heartbeat.last_activity, ActivitySource.HEARTBEAT_TAG))
         last_activity, activity_source = (
             max(signals, key=lambda s: s[0]) if signals else (None, ActivitySource.IN_SERVICE_SINCE)
         )
-        if evidence_error:
+        details: dict[str, Any] = {}
+        if heartbeat:
+            details = heartbeat_details(heartbeat, activity_source, last_activity)
+        # A heartbeat that stopped looking, or that cannot see Jupyter, leaves processes and
+        # kernels unseen: unknown, never idle.
+        problem = heartbeat.problem(cfg, now, running_since) if heartbeat and running else None
+        if heartbeat and running and heartbeat.stopped(cfg, now, running_since):
+            stopped.append(name)
+        resource_error = evidence_error or problem
+        if resource_error:
             activity_source = ActivitySource.UNKNOWN
         price = ctx.prices.price(nb.get(spec.type_field), target.region, spec.price_component)
         target.resources.append(
@@ -120,11 +136,16 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
                 usd_per_hour=price.usd_per_hour if running else Decimal(0),
                 price_source=price.source if running else "not-running",
                 created_at=utc(nb.get("CreationTime")),
-                running_since=utc(nb.get("LastModifiedTime")) if running else None,
+                running_since=running_since,
                 stopped_since=None if running else utc(nb.get("LastModifiedTime")),
                 last_activity=last_activity,
                 activity_source=activity_source,
                 tags=nb_tags,
-                evidence_error=evidence_error,
+                evidence_error=resource_error,
+                details=details,
             )
+        )
+    if stopped:
+        target.findings.append(
+            stopped_finding(target.account_id, target.region, "notebooks", stopped)
         )

@@ -6,9 +6,10 @@ tags from the Resource Groups Tagging API, space owners from ListSpaces and user
 owner tags from the tagging API, all paged by 100. The idle-shutdown check describes each
 domain and user profile once and again only when its LastModifiedTime changes.
 
-An app's activity is the heartbeat tag written by the shipped Studio lifecycle script
-(`cost-guard lifecycle-config studio-jupyterlab`); without it, an app has been idle since it
-was created, as SageMaker gives no other activity signal for apps.
+An app's activity is the heartbeat tag written by the shipped Studio lifecycle scripts
+(`cost-guard lifecycle-config studio-jupyterlab|studio-code-editor|studio-kernel-gateway`);
+without it, an app has been idle since it was created, as SageMaker gives no other activity
+signal for apps. A heartbeat that stopped looking, or cannot reach Jupyter, makes it `unknown`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 
 from guard.aws import AWS_ERRORS, error_text, pages
 from guard.kinds import KindSpec
-from guard.model import ActivitySource, Finding, Resource, parse_time
+from guard.model import ActivitySource, Finding, Resource
+from guard.scanners.evidence import heartbeat_details, stopped_finding
+from guard.scanners.evidence import read as read_heartbeat
 from guard.scanning import ScanContext, Target, list_all, tags_or_error, utc
 from guard.store import Store
 
@@ -101,11 +104,18 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     arns = {id(app): app_arn(target.region, target.account_id, app) for app in listed}
     needs_owner = any(ctx.cfg.tags.owner not in tags.get(arn, {}) for arn in arns.values())
     profile_owners = _profile_owner_tags(ctx, target) if needs_owner else {}
+    stopped: list[str] = []  # running apps whose heartbeat stopped looking
     for app in listed:
         arn = arns[id(app)]
         owner = _owner(ctx, target, app, tags.get(arn, {}), spaces, profile_owners)
-        target.resources.append(
-            _resource(ctx, target, spec, app, arn, tags.get(arn, {}), owner, evidence_error)
+        res = _resource(ctx, target, spec, app, arn, tags.get(arn, {}), owner, evidence_error)
+        target.resources.append(res)
+        heartbeat = read_heartbeat(res.tags, ctx.cfg)
+        if res.running and heartbeat and heartbeat.stopped(ctx.cfg, ctx.now, res.running_since):
+            stopped.append(res.name)
+    if stopped:
+        target.findings.append(
+            stopped_finding(target.account_id, target.region, "Studio apps", stopped)
         )
 
 
@@ -135,8 +145,21 @@ def _resource(
         usd_per_hour, price_source = price.usd_per_hour, price.source
     else:
         usd_per_hour, price_source = Decimal(0), "none"
-    beat = parse_time(app_tags.get(ctx.cfg.tags.heartbeat))
+    heartbeat = read_heartbeat(app_tags, ctx.cfg)
+    beat = heartbeat.last_activity if heartbeat else None
     created = utc(app.get("CreationTime"))
+    running_since = created if running else None  # an app runs from creation to deletion
+    # A heartbeat that stopped looking, or cannot reach Jupyter, leaves the app unknown.
+    problem = heartbeat.problem(ctx.cfg, ctx.now, running_since) if heartbeat and running else None
+    evidence_error = evidence_error or problem
+    source = (
+        ActivitySource.UNKNOWN
+        if evidence_error
+        else ActivitySource.HEARTBEAT_TAG
+        if beat
+        else ActivitySource.IN_SERVICE_SINCE
+    )
+    seen = heartbeat_details(heartbeat, ActivitySource.HEARTBEAT_TAG, beat) if heartbeat else {}
     return Resource(
         arn=arn,
         kind=spec.name,
@@ -150,15 +173,9 @@ def _resource(
         usd_per_hour=usd_per_hour,
         price_source=price_source,
         created_at=created,
-        running_since=created if running else None,  # an app runs from creation to deletion
+        running_since=running_since,
         last_activity=beat,
-        activity_source=(
-            ActivitySource.UNKNOWN
-            if evidence_error
-            else ActivitySource.HEARTBEAT_TAG
-            if beat
-            else ActivitySource.IN_SERVICE_SINCE
-        ),
+        activity_source=source,
         tags=dict(app_tags),
         evidence_error=evidence_error,
         details={
@@ -171,6 +188,7 @@ def _resource(
             "space": app.get("SpaceName"),
             "user_profile": app.get("UserProfileName"),
             "owner_from": owner.source,
+            **seen,
         },
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from moto.backends import get_backend
 from moto.cloudwatch.models import MetricDatum
 
 from guard.model import Clock
+from guard.sim.faults import Fault
 from guard.sim.moto_ext import SimServer, install
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -30,6 +32,15 @@ FAKE_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
+
+
+def closed_port_url() -> str:
+    """http://127.0.0.1:<port> where nothing listens (a port the OS just handed out and took
+    back): connecting is refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 class SimBase:
@@ -47,7 +58,7 @@ class SimBase:
 
     def start(self) -> Self:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-        self._server.start()
+        self._server.up()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         return self
@@ -57,6 +68,7 @@ class SimBase:
 
     def reset(self) -> None:
         """Forget every resource (moto's reset) and any injected faults."""
+        self._server.up()  # a test that took it down may have failed before bringing it back
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=10):
             pass
@@ -84,8 +96,14 @@ class SimBase:
                 else:
                     os.environ[key] = value
 
-    def env(self) -> dict[str, str]:
-        return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url}
+    def env(self, unreachable: Iterable[str] = ()) -> dict[str, str]:
+        """The environment of a process using this simulator; services in `unreachable`
+        (boto3 service names, e.g. "sagemaker") point at a closed port: connection refused."""
+        env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint_url}
+        for service in unreachable:
+            key = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_").replace(" ", "_")
+            env[key] = closed_port_url()
+        return env
 
     # --- faults and counts ---------------------------------------------------------------
 
@@ -97,8 +115,50 @@ class SimBase:
         """Make operations answer only after `seconds` (a slow or overloaded API)."""
         self._server.faults.slow(operations, seconds)
 
+    def inject(
+        self,
+        kind: str,
+        operation: str = "*",
+        *,
+        account: str = "*",
+        region: str = "*",
+        times: int | None = None,
+        rate: float = 1.0,
+        seconds: float | None = None,
+        status: int | None = None,
+        after: str | None = None,
+    ) -> Fault:
+        """Fail matching requests with a fault `kind` (see guard/sim/faults.py): "denied",
+        "reset", "reset-mid", "timeout", "slow", "expired", "throttle", "5xx", "html502",
+        "applied-reset". `operation` is "service:Operation", "service:*" or "*"; `account`
+        and `region` narrow it; `times` / `rate` make it transient; `after` arms it once
+        another operation was requested. `.off()` removes it."""
+        return self._server.faults.inject(
+            kind, operation, account=account, region=region, times=times, rate=rate,
+            seconds=seconds, status=status, after=after,
+        )  # fmt: skip
+
     def heal(self) -> None:
+        """Remove every injected fault, and listen again after `down()`."""
         self._server.faults.heal()
+        self._server.up()
+
+    def down(self) -> None:
+        """AWS unreachable: nothing listens on the simulator's port (connection refused) until
+        `up()` or `heal()`. Resources are kept."""
+        self._server.down()
+
+    def up(self) -> None:
+        self._server.up()
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """`down()` for the duration of a `with` block."""
+        self.down()
+        try:
+            yield
+        finally:
+            self.up()
 
     @property
     def request_counts(self) -> dict[str, int]:

@@ -12,20 +12,14 @@ Here:
 - AddTags overwrites an existing key instead of appending a duplicate (as AWS does);
 - Resource Groups Tagging API: without `TagsPerPage`, AWS pages by `ResourcesPerPage` only,
   while moto also cuts every page at 100 tags;
-- fault injection and request counting at the HTTP boundary (`FaultInjector`).
+- fault injection and request counting at the HTTP boundary (`guard/sim/faults.py`).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
@@ -37,9 +31,9 @@ from moto.resourcegroupstaggingapi import responses as tagging_responses
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import ValidationError as SageMakerValidationError
 from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from guard.model import Clock
+from guard.sim.faults import FaultInjector
 
 _installed = False
 _clock: Clock | None = None
@@ -119,116 +113,37 @@ def now() -> datetime:
     return naive_utc(_clock.now()) if _clock else datetime.now(UTC).replace(tzinfo=None)
 
 
-class FaultInjector:
-    """WSGI middleware: counts requests by operation and fails the operations it is told to.
-
-    A failure is an `AccessDeniedException` (HTTP 400): botocore does not retry it, so a test of
-    "a failing call makes its resources unknown" runs without backoff sleeps.
-    """
-
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self.app = app
-        self.counts: Counter[str] = Counter()
-        self._failing: dict[str, str] = {}  # operation -> region ("*" = every region)
-        self._delays: dict[str, float] = {}  # operation -> seconds the answer takes
-        self._lock = threading.Lock()
-
-    def fail(self, operations: Iterable[str], region: str = "*") -> None:
-        with self._lock:
-            for op in operations:
-                self._failing[op] = region
-
-    def slow(self, operations: Iterable[str], seconds: float) -> None:
-        with self._lock:
-            for op in operations:
-                self._delays[op] = seconds
-
-    def heal(self) -> None:
-        with self._lock:
-            self._failing.clear()
-            self._delays.clear()
-
-    def reset_counts(self) -> None:
-        with self._lock:
-            self.counts.clear()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
-        operation = _operation(request)
-        region = _region(request)
-        if operation:
-            with self._lock:
-                self.counts[operation] += 1
-                failing = self._failing.get(operation)
-                delay = self._delays.get(operation, 0.0)
-            if delay:
-                time.sleep(delay)  # a slow AWS API, e.g. to catch a cycle mid-flight
-            if failing is not None and failing in ("*", region):
-                return _access_denied(request, operation)(environ, start_response)
-        return self.app(environ, start_response)
-
-
-def _access_denied(request: Request, operation: str) -> Response:
-    """An AccessDenied error in the protocol the caller speaks (JSON, or XML for query APIs
-    such as STS), so botocore parses it as the ClientError real AWS would give."""
-    message = f"simulated failure of {operation}"
-    if request.headers.get("X-Amz-Target") or request.path.startswith("/service/"):
-        body = json.dumps({"__type": "AccessDeniedException", "message": message})
-        return Response(body, status=400, content_type="application/x-amz-json-1.1")
-    xml = (
-        "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
-        f"<Message>{message}</Message></Error><RequestId>sim</RequestId></ErrorResponse>"
-    )
-    return Response(xml, status=403, content_type="text/xml")
-
-
-def _operation(request: Request) -> str | None:
-    target = request.headers.get("X-Amz-Target")
-    if target:
-        prefix, _, op = target.partition(".")
-        service = {
-            "SageMaker": "sagemaker",
-            "Logs_20140328": "logs",
-            "ResourceGroupsTaggingAPI_20170126": "tagging",
-            "GraniteServiceVersion20100801": "cloudwatch",
-            "AWSPriceListService": "pricing",
-            "AWSInsightsIndexService": "ce",
-        }.get(prefix, prefix.lower())
-        return f"{service}:{op}"
-    if request.path.startswith("/moto-api"):
-        return None
-    action = request.args.get("Action")
-    if not action and request.content_type.startswith("application/x-www-form-urlencoded"):
-        # Read the form body, then put it back: moto reads the same stream after us.
-        length = int(request.environ.get("CONTENT_LENGTH") or 0)
-        body = request.environ["wsgi.input"].read(length)
-        request.environ["wsgi.input"] = io.BytesIO(body)
-        action = (parse_qs(body.decode()).get("Action") or [None])[0]
-    service = _service_from_auth(request.headers.get("Authorization", ""))
-    return f"{service}:{action}" if action else None
-
-
-def _credential_scope(auth: str) -> list[str]:
-    # "... Credential=AKID/20260101/us-east-1/sagemaker/aws4_request, ..."
-    return auth.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
-
-
-def _region(request: Request) -> str:
-    parts = _credential_scope(request.headers.get("Authorization", ""))
-    return parts[2] if len(parts) > 3 else ""
-
-
-def _service_from_auth(auth: str) -> str:
-    parts = _credential_scope(auth)
-    return parts[3] if len(parts) > 3 else "query"
-
-
 class SimServer(ThreadedMotoServer):
     """moto's threaded server on 127.0.0.1, an OS-chosen port, with the fault injector."""
 
     def __init__(self) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
         self.faults = FaultInjector(DomainDispatcherApplication(create_backend_app))
+        self.listening = False
+
+    def start(self) -> None:
+        super().start()
+        self._port = self.get_host_and_port()[1]  # a restart listens on the same port
+        self.listening = True
+
+    def down(self) -> None:
+        """Stop listening: connections to the port are refused (moto's state is kept)."""
+        if not self.listening:
+            return
+        assert self._server is not None and self._thread is not None
+        self._server_ready_event.clear()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self.listening = False
+
+    def up(self) -> None:
+        """Listen again on the same port, after `down()`."""
+        if not self.listening:
+            self.start()
+
+    def stop(self) -> None:
+        self.down()
 
     def _server_entry(self) -> None:
         self._server = make_server(
@@ -238,5 +153,15 @@ class SimServer(ThreadedMotoServer):
             True,
             request_handler=MotoRequestHandler,
         )
+        server, faults = self._server, self.faults
+        shutdown_request = server.shutdown_request
+
+        def close(request: Any) -> None:
+            if faults.close_with_reset(request):
+                server.close_request(request)  # no FIN first: the client sees a reset
+            else:
+                shutdown_request(request)
+
+        server.shutdown_request = close  # type: ignore[method-assign]
         self._server_ready_event.set()
         self._server.serve_forever()
