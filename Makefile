@@ -31,7 +31,7 @@ typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 4 --dist load
 
 # Build the Dockerfile with buildah and run the image with podman (no Docker engine needed);
 # see deploy/image-test.sh. Needs root; installs buildah/podman/debootstrap if missing.
@@ -72,3 +72,12 @@ lambda-zip: | $(BIN)/python
 	$(BIN)/python -c "import shutil; shutil.make_archive('$(LAMBDA_BUILD)/cost-guard-lambda', 'zip', '$(LAMBDA_BUILD)/package')"
 	@$(BIN)/python -c "import zipfile, os; p = '$(LAMBDA_BUILD)/cost-guard-lambda.zip'; z = zipfile.ZipFile(p); \
 		print(f'{p}: {os.path.getsize(p) / 2**20:.1f} MiB zipped, {sum(i.file_size for i in z.infolist()) / 2**20:.1f} MiB unzipped (Lambda limit: 250 MB unzipped)')"
+
+# Rebuild guard/data/prices.csv from a downloaded AWS Price List bulk offer file for SageMaker
+# (https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonSageMaker/current/index.json
+# or index.csv): every on-demand hourly ml. price of every region and component, each row naming
+# the offer file and its publication date; rows the offer lacks keep their own source.
+.PHONY: prices
+prices: | $(BIN)/python
+	@test -n "$(OFFER)" || { echo "usage: make prices OFFER=path/to/index.json"; exit 2; }
+	$(BIN)/python -m guard.offer_file "$(OFFER)" --table guard/data/prices.csv

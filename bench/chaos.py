@@ -383,6 +383,8 @@ def run(cycles: int, seed: int, db: str, kill_share: float, outages: int) -> int
             world = World(sim, people, rng)
             world.seed(clock.now())
             guard = make_guard(settings, clock)
+            replica = make_guard(settings, clock)  # a second replica on the same database
+            open_since: dict[int, int] = {}  # intent id -> the cycle that first saw it open
             window = range(min(50, cycles // 4), max(cycles - 20, cycles // 2))
             outage_at = set(rng.sample(window, min(outages, len(window)))) if proxy else set()
             for n in range(cycles):
@@ -407,8 +409,12 @@ def run(cycles: int, seed: int, db: str, kill_share: float, outages: int) -> int
                     figures["child cycles"] += 1
                     if killed:
                         faults[f"kill:{killed}"] += 1
+                elif rng.random() < 0.25:
+                    replicas_cycle(guard, replica, figures, crashes)
                 else:
                     in_process_cycle(guard, figures, crashes)
+                if n not in outage_at:
+                    open_too_long(people, open_since, n, figures)
                 if n % 100 == 99:
                     print(f"  {n + 1} cycles, {time.monotonic() - wall:.0f}s", flush=True)
             # The final drain: no faults, the clock past every backoff, the outbox emptied.
@@ -426,7 +432,9 @@ def run(cycles: int, seed: int, db: str, kill_share: float, outages: int) -> int
                     break
             guard.actions.reconcile()
             result = judge(people, world, slack)
+            result["intents open past their next cycle"] = figures.pop("intents open too long", 0)
             guard.store.close()
+            replica.store.close()
             people.close()
             if proxy is not None:
                 proxy.stop()
@@ -446,9 +454,39 @@ def in_process_cycle(guard: Guard, figures: Counter[str], crashes: list[str]) ->
         return
     if report.get("skipped"):
         figures["skipped (lock busy)"] += 1
+        return
     figures["in-process cycles"] += 1
     figures["actions done"] += sum(a["outcome"] == "done" for a in report["actions"])
     figures["warnings"] += report["warnings"]
+
+
+def replicas_cycle(guard: Guard, replica: Guard, figures: Counter[str], crashes: list[str]) -> None:
+    """Both replicas start a cycle at once: the cycle lock lets one run it, the other skips
+    (or waits its short turn and finds nothing left to do)."""
+    other = threading.Thread(target=in_process_cycle, args=(replica, figures, crashes))
+    other.start()
+    in_process_cycle(guard, figures, crashes)
+    other.join(timeout=CHILD_TIMEOUT)
+    figures["cycles with two replicas"] += 1
+
+
+def open_too_long(
+    store: Store, open_since: dict[int, int], cycle: int, figures: Counter[str]
+) -> None:
+    """An intent still open after the cycle that follows the one that wrote it (every cycle
+    reconciles first) is one left open too long. AWS failing the reconcile's own describe
+    keeps it open rightly, and that is what this figure would show."""
+    try:
+        open_now = {row.id for row in store.unfinished_actions()}
+    except SQLAlchemyError:
+        return
+    for action_id in list(open_since):
+        if action_id not in open_now:
+            del open_since[action_id]
+    for action_id in open_now:
+        first = open_since.setdefault(action_id, cycle)
+        if cycle - first == 1:  # still open at the end of the cycle after it was seen open
+            figures["intents open too long"] += 1
 
 
 def database_outage(
@@ -532,7 +570,7 @@ def judge(store: Store, world: World, slack: FakeSlack) -> dict[str, Any]:
 
 MUST_BE_ZERO = (
     "wrong actions", "double actions", "crashes", "messages lost", "messages duplicated",
-    "intents without outcome",
+    "intents without outcome", "intents open past their next cycle",
 )  # fmt: skip
 
 
@@ -565,7 +603,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument("--kill-share", type=float, default=0.06, help="cycles run as children")
+    parser.add_argument("--kill-share", type=float, default=0.12, help="cycles run as children")
     parser.add_argument("--outages", type=int, default=4, help="database outages (postgres)")
     parser.add_argument("--child", metavar="SETTINGS", help=argparse.SUPPRESS)
     parser.add_argument("--now", help=argparse.SUPPRESS)

@@ -116,6 +116,9 @@ class Status:
     unpriced_hours: float  # running time in the period whose $/h was unknown
     unobserved_hours: float  # time in the period the guard did not see (it was down)
     alerts: Mapping[str, datetime] = field(default_factory=dict)  # threshold -> when told
+    # where `actual_usd` comes from: "cost-explorer" (per scope) or "billing-export" (the
+    # CUR 2.0 / FOCUS export, per resource in scope); None without actual figures
+    actual_source: str | None = None
 
     @property
     def spend_usd(self) -> Decimal:
@@ -177,6 +180,7 @@ class Status:
             "estimate_usd": money(self.estimate_usd, 2),
             "actual_usd": money(self.actual_usd, 2),
             "actual_days": [d.isoformat() for d in self.actual_days],
+            "actual_source": self.actual_source,  # "cost-explorer" | "billing-export" | null
             "estimate_on_actual_days_usd": (
                 money(self.estimate_on_actual_days_usd, 2) if self.actual_days else None
             ),
@@ -201,6 +205,9 @@ def statuses(
         actual = cost_explorer.actuals(store, scopes, first, last)
     alerts = _alerts(store, periods)
     closed = cost_explorer.closed_until(now, cfg)
+    # The bill per resource (a billing export), for closed days where Cost Explorer has none.
+    billed = store.billed(first, min(last, closed)) if cfg.billing.enabled else {}
+    by_day = store.spent_by_day(first, min(last, closed)) if billed else {}
     sums: dict[tuple[date, date, tuple[date, ...] | None], dict[str, Spent]] = {}
 
     def spent(start: date, end: date, only: tuple[date, ...] | None = None) -> dict[str, Spent]:
@@ -224,6 +231,21 @@ def statuses(
         for res in members:
             total = total + whole.get(res.arn, Spent())
             on_figures = on_figures + on_actual_days.get(res.arn, Spent())
+        actual_usd = sum(figures.values(), Decimal(0)) if figures else None
+        actual_days, on_actual = tuple(sorted(figures)), on_figures.usd
+        source = "cost-explorer" if figures else None
+        if not figures and billed:
+            # per resource in scope: the billed figure replaces its estimate on that day
+            bill, on_bill, days = Decimal(0), Decimal(0), set()
+            for res in members:
+                for day, usd in billed.get(res.arn, {}).items():
+                    if period.start <= day < min(period.end, closed):
+                        bill += usd
+                        on_bill += by_day.get(res.arn, {}).get(day, Decimal(0))
+                        days.add(day)
+            if days:
+                actual_usd, actual_days, on_actual = bill, tuple(sorted(days)), on_bill
+                source = "billing-export"
         running = [r for r in members if r.running]
         priced = [r.usd_per_hour for r in running if r.usd_per_hour is not None]
         result.append(
@@ -232,9 +254,10 @@ def statuses(
                 period=period,
                 now=now,
                 estimate_usd=total.usd,
-                actual_usd=sum(figures.values(), Decimal(0)) if figures else None,
-                actual_days=tuple(sorted(figures)),
-                estimate_on_actual_days_usd=on_figures.usd,
+                actual_usd=actual_usd,
+                actual_days=actual_days,
+                estimate_on_actual_days_usd=on_actual,
+                actual_source=source,
                 burn_usd_per_hour=sum(priced, Decimal(0)),
                 resources_in_scope=len(members),
                 running_in_scope=len(running),
@@ -431,8 +454,8 @@ def _lines(cfg: Config, st: Status) -> list[str]:
     if st.actual_usd is not None:
         estimate = dollars(st.estimate_on_actual_days_usd)
         lines.append(
-            f"Cost Explorer: {dollars(st.actual_usd)} for the {len(st.actual_days)} closed day(s) "
-            f"it reports (the guard's estimate for them: {estimate})."
+            f"{_actual_label(st)}: {dollars(st.actual_usd)} for the {len(st.actual_days)} "
+            f"closed day(s) it reports (the guard's estimate for them: {estimate})."
         )
     if b.act_at is not None and b.action is not None:
         at = _pct(Decimal(str(b.act_at)))
@@ -599,13 +622,17 @@ def budget_table(found: Sequence[Status], cfg: Config) -> Table:
     return table
 
 
+def _actual_label(st: Status) -> str:
+    return "the billing export" if st.actual_source == "billing-export" else "Cost Explorer"
+
+
 def budget_notes(found: Sequence[Status]) -> list[str]:
     """What each estimate misses, and where Cost Explorer's figure replaced it."""
     notes = []
     for st in found:
         if st.actual_usd is not None:
             notes.append(
-                f"{st.budget.id}: {len(st.actual_days)} closed day(s) from Cost Explorer, "
+                f"{st.budget.id}: {len(st.actual_days)} closed day(s) from {_actual_label(st)}, "
                 f"{dollars(st.actual_usd)} (estimate {dollars(st.estimate_on_actual_days_usd)})"
             )
         if st.unpriced_running or st.unpriced_hours or st.unobserved_hours:

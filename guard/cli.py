@@ -1,12 +1,21 @@
-"""`cost-guard`: parses arguments, wires the pieces, prints. No logic a test would need."""
+"""`cost-guard`: parses arguments, wires the pieces, prints. No logic a test would need.
+
+Every expected failure (a bad argument or config, a database that cannot be opened, AWS or
+Slack unreachable or refusing the credentials) ends in one or two sentences and an exit code
+from `EXIT_CODES`; the traceback only with `--verbose`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import timedelta
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -14,13 +23,168 @@ from rich.console import Console
 from rich.markup import escape
 
 from guard import __version__
-from guard.config import Config, ConfigError, config_path, load_config, parse_duration
+from guard.config import (
+    Config,
+    ConfigError,
+    config_path,
+    format_duration,
+    load_config,
+    parse_duration,
+)
 from guard.kinds import KINDS
 from guard.lifecycle import LIFECYCLE_SCRIPTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err = Console(stderr=True)
+
+# The exit codes, as documented in the README's "Commands".
+EXIT_FAILED = 1  # the command ran but something failed (a cycle error, a restore not ready)
+EXIT_USAGE = 2  # a bad argument or configuration
+EXIT_DATABASE = 3  # the database cannot be opened, created or written
+EXIT_AWS = 4  # AWS unreachable, or refusing the credentials
+EXIT_SLACK = 5  # Slack unreachable, or refusing the token
+EXIT_CODES = {
+    0: "success",
+    EXIT_FAILED: "ran, but something failed (each error on stderr)",
+    EXIT_USAGE: "bad argument or configuration",
+    EXIT_DATABASE: "database cannot be opened, created or written",
+    EXIT_AWS: "AWS unreachable or refusing the credentials",
+    EXIT_SLACK: "Slack unreachable or refusing the token",
+}
+
+
+class Failure(click.ClickException):
+    """An expected failure: a sentence for the user and an exit code from `EXIT_CODES`."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click exits with it
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A command-line duration (`90s`, `15m`, `2h`, `3d`), checked like the config's."""
+
+    name = "duration"
+
+    def __init__(self, minimum: timedelta = timedelta(seconds=1)) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            delta = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if delta < self.minimum:
+            least = format_duration(self.minimum)
+            self.fail(f"{value!r} is too short: use at least {least}", param, ctx)
+        return delta
+
+
+def _root_obj() -> dict[str, Any]:
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = {}
+    return root.obj  # type: ignore[no-any-return]
+
+
+def database_failure(url: str, exc: BaseException) -> str:
+    """What is wrong with the database at `url`, naming the file or server to fix."""
+    import os
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from guard.config import mask_url
+    from guard.store import normalize_url
+
+    masked = mask_url(url)
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    reason = (lines[0] if lines else type(cause).__name__).removeprefix("connection failed: ")
+    try:
+        parsed = make_url(normalize_url(url))
+    except Exception:
+        return f"database_url {masked} is not a database URL: {reason}."
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(str(parsed.database)).absolute()
+        if not path.parent.is_dir():
+            return (
+                f"cannot create the database file {path}: the folder {path.parent} does not "
+                "exist. Create it, or point database_url at a folder that exists."
+            )
+        writable = os.access(path if path.exists() else path.parent, os.W_OK)
+        if not writable:
+            what = "file" if path.exists() else "folder"
+            return (
+                f"cannot write the database file {path}: permission denied on the {what}. "
+                "Fix its permissions, or change database_url."
+            )
+        return f"cannot open the database file {path}: {reason}. Check database_url."
+    return (
+        f"cannot open the database at {masked}: {reason}. Check database_url (host, port, "
+        "database, user, password) and that the server accepts connections."
+    )
+
+
+def aws_failure(exc: BaseException) -> str:
+    from botocore.exceptions import ClientError
+
+    from guard.aws import connection_failed, error_text
+
+    text = error_text(exc).rstrip(".")
+    if connection_failed(exc):
+        hint = "Check the network, the regions and AWS_ENDPOINT_URL if set."
+    elif isinstance(exc, ClientError):
+        hint = "Check the AWS credentials (environment, profile or role) and their permissions."
+    else:
+        hint = "Check the AWS credentials (environment, profile or role)."
+    return f"AWS failed: {text}. {hint}"
+
+
+def expected_failure(exc: BaseException) -> Failure | None:
+    """The sentence and exit code for an expected failure; None for a bug."""
+    from alembic.util.exc import CommandError
+    from slack_sdk.errors import SlackClientError
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+    from guard.aws import AWS_ERRORS
+
+    cfg = _root_obj().get("cfg")
+    url = cfg.database_url if cfg is not None else ""
+    if isinstance(exc, (OperationalError, DBAPIError, ArgumentError, NoSuchModuleError)):
+        return Failure(database_failure(url, exc), EXIT_DATABASE)
+    if isinstance(exc, CommandError):
+        return Failure(f"cannot migrate the database: {exc}. Check database_url.", EXIT_DATABASE)
+    if isinstance(exc, AWS_ERRORS):
+        return Failure(aws_failure(exc), EXIT_AWS)
+    if isinstance(exc, SlackClientError):
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return Failure(
+            f"Slack failed: {first}. Check SLACK_BOT_TOKEN and that slack.com is reachable.",
+            EXIT_SLACK,
+        )
+    return None
+
+
+class GuardGroup(click.Group):
+    """The root command: turns expected failures into a sentence and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            failure = expected_failure(exc)
+            if failure is None:
+                raise  # a bug: the traceback is what whoever fixes it needs
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            raise failure from exc
 
 
 def _setup_logging(verbose: bool, fmt: str | None = None) -> None:
@@ -32,23 +196,25 @@ def _setup_logging(verbose: bool, fmt: str | None = None) -> None:
     logs.setup(verbose, "json" if (fmt or logs.env_format()) == "json" else "text")
 
 
+CONFIG_HELP = "YAML config (default: $COST_GUARD_CONFIG, then ./cost-guard.yaml)."
+
+
 def with_config(func: F) -> F:
-    """Adds `--config PATH` and passes the validated, frozen `Config` as `cfg`."""
+    """Adds `--config PATH` (also accepted before the command) and passes the validated,
+    frozen `Config` as `cfg`."""
 
     @click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="YAML config (default: $COST_GUARD_CONFIG, then ./cost-guard.yaml).",
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP
     )
     @wraps(func)
     def wrapper(*args: Any, config_file: str | None, **kwargs: Any) -> Any:
+        obj = _root_obj()
         try:
-            cfg = load_config(config_path(config_file))
+            cfg = load_config(config_path(config_file or obj.get("config")))
         except ConfigError as exc:
             click.echo(f"invalid configuration:\n{exc}", err=True)  # unwrapped: paths are long
-            sys.exit(2)
+            sys.exit(EXIT_USAGE)
+        obj["cfg"] = cfg
         return func(*args, cfg=cfg, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -58,13 +224,18 @@ def _dump(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.group()
+@click.group(cls=GuardGroup, epilog="Exit codes: " + "; ".join(
+    f"{code} {what}" for code, what in EXIT_CODES.items()
+) + ".")  # fmt: skip
 @click.version_option(__version__, prog_name="cost-guard")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, and tracebacks on errors.")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP
+)
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context, verbose: bool, config_file: str | None) -> None:
     """Stops Amazon SageMaker from quietly burning money."""
-    ctx.obj = {"verbose": verbose}
+    ctx.obj = {"verbose": verbose, "config": config_file}
     _setup_logging(verbose)
 
 
@@ -72,11 +243,29 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option(
     "--speed", type=float, default=1.0, help="Pause multiplier between demo steps (0 = no pauses)."
 )
-def demo(speed: float) -> None:
+@click.option(
+    "--keep-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Leave the demo's SQLite database at this path (default: a temporary one, removed).",
+)  # fmt: skip
+def demo(speed: float, keep_db: Path | None) -> None:
     """A simulated SageMaker account walked through an evening, in the terminal."""
+    import importlib.util
+
+    if importlib.util.find_spec("moto") is None:
+        raise Failure(
+            "the demo needs the simulator (moto), which is not installed: "
+            "pip install 'sagemaker-cost-guard[demo]' (in a checkout: pip install '.[demo]', "
+            "or `make demo`).",
+            EXIT_USAGE,
+        )
     from guard.demo import run_demo
 
-    run_demo(console, pause=speed)
+    if keep_db is not None:
+        keep_db = keep_db.absolute()
+        if not keep_db.parent.is_dir():
+            raise Failure(f"--keep-db: the folder {keep_db.parent} does not exist.", EXIT_USAGE)
+        keep_db.unlink(missing_ok=True)  # a fresh evening, not one on top of the last
+    run_demo(console, pause=speed, keep_db=keep_db)
 
 
 def _relog(cfg: Config) -> None:
@@ -140,11 +329,13 @@ def once(cfg: Config, enforce: bool, as_json: bool) -> None:
 
     if enforce:
         cfg = cfg.with_overrides(mode="enforce")
-    report = run_cycle(build_guard(cfg))
+    guard = build_guard(cfg)
+    with _scan_progress():
+        report = run_cycle(guard)
     if as_json:
         _dump(report)
     else:
-        console.print(cycle_summary(report), highlight=False, markup=False)
+        click.echo(cycle_summary(report))  # plain: the prices line is read whole
         for action in report.get("actions", []):
             console.print(
                 f"  {action['outcome']}: {action['action']} {action['kind']}/{action['name']}"
@@ -165,14 +356,26 @@ def once(cfg: Config, enforce: bool, as_json: bool) -> None:
     "--scan", is_flag=True, help="Scan AWS now instead of showing the last cycle's snapshot."
 )
 @click.option("--all", "show_all", is_flag=True, help="Include stopped resources.")
+@click.option("--wide", is_flag=True, help="Every column and every name in full, however wide.")
+@click.option("--summary", is_flag=True, help="Only the totals per kind (and account, region).")
 @with_config
-def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
-    """What is running now, what it costs, and what the rules think of it."""
+def inventory(
+    cfg: Config, as_json: bool, scan: bool, show_all: bool, wide: bool, summary: bool
+) -> None:
+    """What is running now, what it costs, and what the rules think of it; then what the last
+    scan could not see. With many resources, a summary per kind and account follows."""
     from guard.cycle import LOCK_WAIT_SECONDS
     from guard.inventory import ScanContext
     from guard.inventory import scan as scan_aws
     from guard.pricing import PriceBook, prices_report
-    from guard.reports import finding_text, inventory_for, inventory_table, prices_line
+    from guard.reports import (
+        SUMMARY_FROM,
+        finding_text,
+        inventory_for,
+        inventory_summary,
+        inventory_table,
+        prices_line,
+    )
     from guard.wiring import build_guard
 
     guard = build_guard(cfg, reconcile=scan)
@@ -189,7 +392,8 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
                     "database (it holds the cycle lock). Try again in a moment, or drop --scan "
                     "to see the last cycle's snapshot."
                 )
-            result = scan_aws(ScanContext(cfg, guard.aws, guard.store, prices, now))
+            with _scan_progress():
+                result = scan_aws(ScanContext(cfg, guard.aws, guard.store, prices, now))
             scanned = [asdict(f) for f in result.findings]
             guard.store.save_snapshot(result.resources, result.scanned, now, cfg.accrual_policy)
         for error in result.errors:
@@ -202,11 +406,20 @@ def inventory(cfg: Config, as_json: bool, scan: bool, show_all: bool) -> None:
     if not items:
         console.print("Nothing running (run `cost-guard once` or `inventory --scan` to scan).")
     else:
-        console.print(inventory_table(items, cfg, now))
+        if not summary:
+            _show(inventory_table(items, cfg, now, None if wide else console.width), wide)
+        if summary or len(items) >= SUMMARY_FROM:
+            _show(inventory_summary(items, cfg), wide)
     # plain echo: one line, never wrapped or read as markup
     click.echo(prices_line(prices_report(prices, resources)))
     for finding in scanned if scan else _last_findings(guard.store):
         console.print(f"[yellow]finding[/yellow]: {escape(finding_text(finding))}", highlight=False)
+    unseen = _blind_spots(list(result.errors) if scan else _last_errors(guard.store))
+    if unseen:
+        click.echo(f"not seen by the {'scan' if scan else 'last cycle'} (listed above only if an "
+                   "earlier scan saw it):")  # fmt: skip
+        for error in unseen:
+            click.echo(f"  - {error}")
 
 
 @main.command()
@@ -218,13 +431,20 @@ def findings(cfg: Config, as_json: bool) -> None:
     from guard.reports import finding_text
     from guard.wiring import build_guard
 
-    found = _last_findings(build_guard(cfg, reconcile=False).store)
+    store = build_guard(cfg, reconcile=False).store
+    found = _last_findings(store)
     if as_json:
         _dump(found)
-    elif not found:
-        console.print("No findings in the last cycle.")
-    for finding in [] if as_json else found:
-        console.print(f"- {finding_text(finding)}", highlight=False, markup=False)
+        return
+    unseen = _blind_spots(_last_errors(store))
+    if store.last_cycle() is None:
+        click.echo("No cycle has run yet: run `cost-guard once` first.")
+    elif not found and not unseen:
+        click.echo("No findings in the last cycle.")
+    for finding in found:
+        click.echo(f"- {finding_text(finding)}")
+    for error in unseen:  # a blind spot: whatever is there was not checked at all
+        click.echo(f"- not scanned: {error}")
 
 
 @main.command()
@@ -250,6 +470,75 @@ def _last_findings(store: Any) -> list[dict[str, Any]]:
     return list(last.get("findings", []))
 
 
+def _last_errors(store: Any) -> list[str]:
+    last = store.last_cycle() or {}
+    return [str(e) for e in last.get("errors", [])]
+
+
+_BLIND = ("scan failed", "cannot reach", "unknown this cycle", "incomplete", "unavailable")
+
+
+def _blind_spots(errors: list[str]) -> list[str]:
+    """The errors that mean part of the fleet was not seen or not checked: a region or an
+    account not reached, a kind not listed, activity or a setting that could not be read."""
+    return [e for e in errors if any(word in e for word in _BLIND)]
+
+
+def _show(renderable: Any, wide: bool) -> None:
+    """Print; `wide`: as wide as the renderable wants, whatever the terminal's width."""
+    if not wide:
+        console.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+    wide_console = Console(width=max(need, 40), force_terminal=console.is_terminal)
+    wide_console.print(renderable)
+
+
+class _ScanBar:
+    """A rich progress bar on stderr over accounts, regions and kinds."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err, transient=True,
+        )  # fmt: skip
+        self.task: Any = None
+
+    def start(self, total: int) -> None:
+        self.task = self.bar.add_task("scanning", total=total)
+        self.bar.start()
+
+    def advance(self, what: str) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, advance=1, description=f"scanned {escape(what)}")
+
+
+@contextlib.contextmanager
+def _scan_progress() -> Iterator[None]:
+    """A progress bar for the scan in this block, on a terminal only."""
+    if not err.is_terminal:
+        yield
+        return
+    from guard.inventory import reporting_progress
+
+    bar = _ScanBar()
+    try:
+        with reporting_progress(bar):
+            yield
+    finally:
+        bar.bar.stop()
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per budget).")
 @with_config
@@ -271,20 +560,23 @@ def budget(cfg: Config, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--since", default="7d", show_default=True, help="How far back, e.g. 24h, 7d.")
+@click.option(
+    "--since", type=Duration(), default="7d", show_default=True, help="How far back, e.g. 24h, 7d."
+)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--wide", is_flag=True, help="Every column and every name in full, however wide.")
 @with_config
-def audit(cfg: Config, since: str, as_json: bool) -> None:
+def audit(cfg: Config, since: timedelta, as_json: bool, wide: bool) -> None:
     """Every warning and action, with its mode, outcome and reason."""
     from guard.reports import audit_entries, audit_table
     from guard.wiring import build_guard
 
     guard = build_guard(cfg, reconcile=False)
-    entries = audit_entries(guard.store.audit(guard.clock.now() - parse_duration(since)))
+    entries = audit_entries(guard.store.audit(guard.clock.now() - since))
     if as_json:
         _dump(entries)
     else:
-        console.print(audit_table(entries, cfg))
+        _show(audit_table(entries, cfg, None if wide else console.width), wide)
 
 
 def _resolve(cfg: Config, target: str) -> tuple[Any, str]:
@@ -307,10 +599,13 @@ def _resolve(cfg: Config, target: str) -> tuple[Any, str]:
 
 @main.command()
 @click.argument("target", metavar="KIND/NAME")
-@click.option("--for", "duration", default="4h", show_default=True, help="How long, e.g. 4h, 2d.")
+@click.option(
+    "--for", "duration", type=Duration(timedelta(minutes=1)), default="4h", show_default=True,
+    help="How long, e.g. 4h, 2d (at least 1m).",
+)  # fmt: skip
 @click.option("--reason", default="", help="Shown in the audit trail and inventory.")
 @with_config
-def snooze(cfg: Config, target: str, duration: str, reason: str) -> None:
+def snooze(cfg: Config, target: str, duration: timedelta, reason: str) -> None:
     """No warning and no action for a resource until the snooze ends."""
     import getpass
 
@@ -320,7 +615,7 @@ def snooze(cfg: Config, target: str, duration: str, reason: str) -> None:
     res = guard.store.resource(arn)
     assert res is not None
     answer = interactions.snooze(
-        guard, res, parse_duration(duration), by=f"{getpass.getuser()} (cli)", reason=reason
+        guard, res, duration, by=f"{getpass.getuser()} (cli)", reason=reason
     )
     interactions.deliver_now(guard)  # the Slack message says so now, or after the next cycle
     console.print(f"{target}: {answer.text}", highlight=False, markup=False)
@@ -344,9 +639,15 @@ def restore() -> None:
 @restore.command("endpoint")
 @click.argument("name")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for InService.")
-@click.option("--timeout", default="30m", show_default=True, help="How long to wait, e.g. 45m.")
+@click.option(
+    "--timeout",
+    type=Duration(),
+    default="30m",
+    show_default=True,
+    help="How long to wait, e.g. 45m.",
+)
 @with_config
-def restore_endpoint(cfg: Config, name: str, wait: bool, timeout: str) -> None:
+def restore_endpoint(cfg: Config, name: str, wait: bool, timeout: timedelta) -> None:
     """Recreate a deleted endpoint with its endpoint config and tags."""
     import time
 
@@ -364,7 +665,7 @@ def restore_endpoint(cfg: Config, name: str, wait: bool, timeout: str) -> None:
     try:
         done = restore_it(
             guard.store, sagemaker, name, clock=guard.clock, sleep=time.sleep,
-            wait=wait, timeout=parse_duration(timeout),
+            wait=wait, timeout=timeout,
         )  # fmt: skip
     except RestoreError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -450,10 +751,90 @@ def lifecycle_config(target: str) -> None:
 @main.command("check-config")
 @with_config
 def check_config(cfg: Config) -> None:
-    """Validate the config and print the effective values (secrets masked)."""
+    """Validate the config, open the database and check the AWS credentials; print the
+    effective config as YAML (secrets masked; it loads back with --config) with each check as
+    a `# ✓` / `# ✗` comment. Exits with the first failed check's code."""
     import yaml
 
-    click.echo(yaml.safe_dump(cfg.effective(), sort_keys=False))
+    data = cfg.effective()
+    secrets = data.pop("secrets", {})
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    set_secrets = [name.upper() for name, value in secrets.items() if value is not None]
+    click.echo(f"# secrets (from the environment only): {', '.join(set_secrets) or 'none set'}")
+    failed = 0
+    for ok, line, code in (_check_database(cfg), *_check_aws(cfg)):
+        click.echo(f"# {'✓' if ok else '✗'} {line}")
+        failed = failed or (0 if ok else code)
+    if failed:
+        sys.exit(failed)
+
+
+def _check_database(cfg: Config) -> tuple[bool, str, int]:
+    """Open the database (creating nothing) and compare its schema with this version's."""
+    from pathlib import Path
+
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from guard.config import mask_url
+    from guard.store import normalize_url
+
+    where = mask_url(cfg.database_url)
+    try:
+        url = make_url(normalize_url(cfg.database_url))
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = Path(str(url.database)).absolute()
+            if not path.exists():
+                if path.parent.is_dir() and _writable(path.parent):
+                    return True, f"database: {path} will be created by the first command", 0
+                raise OSError("no such folder or not writable")
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, OSError) as exc:
+        return False, f"database: {database_failure(cfg.database_url, exc)}", EXIT_DATABASE
+    here = Path(__file__).resolve().parent
+    scripts = next(p for p in (here / "migrations", here.parent / "migrations") if p.is_dir())
+    head = ScriptDirectory(str(scripts)).get_current_head()
+    if current == head:
+        state = "at the latest schema"
+    elif current is None:
+        state = "empty: the first command creates the tables"
+    else:
+        state = f"at schema {current}: the next command upgrades it to {head}"
+    return True, f"database: {where} opens, {state}", 0
+
+
+def _writable(path: Any) -> bool:
+    import os
+
+    return os.access(path, os.W_OK)
+
+
+def _check_aws(cfg: Config) -> list[tuple[bool, str, int]]:
+    """Who the credentials are, per configured account (STS GetCallerIdentity)."""
+    from guard.aws import AWS_ERRORS, Aws
+
+    aws = Aws()
+    region = cfg.regions[0]
+    lines = []
+    accounts: list[Any] = list(cfg.accounts) or [None]
+    for account in accounts:
+        label = f"account {account.name or account.id}" if account else "AWS credentials"
+        try:
+            account_id = aws.account_id(account, region)
+        except AWS_ERRORS as exc:
+            lines.append((False, f"{label}: {aws_failure(exc)}", EXIT_AWS))
+            continue
+        how = f" via {account.role_arn}" if account and account.role_arn else ""
+        lines.append((True, f"{label}: account {account_id}{how} ({region})", 0))
+    return lines
 
 
 if __name__ == "__main__":

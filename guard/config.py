@@ -347,6 +347,21 @@ class CostExplorerConfig(_Frozen):
     enabled: bool = False
 
 
+class BillingConfig(_Frozen):
+    """Optional: read what the bill says per resource from an AWS Data Exports export (CUR 2.0
+    or FOCUS 1.0, Parquet) in S3, once per local day, to set against the guard's estimate."""
+
+    bucket: str | None = None  # unset: no export is read
+    prefix: str = ""  # the export's S3 prefix (every .parquet object under it is read)
+    region: str = "us-east-1"  # the bucket's region
+    account: str | None = None  # configured account whose credentials read it (default: own)
+    threshold: float = Field(0.10, ge=0)  # flag |billed - estimated| / billed above this
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bucket)
+
+
 class Secrets(BaseSettings):
     """Read from the environment only, by their conventional names. Empty means unset."""
 
@@ -399,6 +414,7 @@ class Config(BaseSettings):
     accrual: AccrualConfig = AccrualConfig()
     budgets: tuple[Budget, ...] = ()
     cost_explorer: CostExplorerConfig = CostExplorerConfig()
+    billing: BillingConfig = BillingConfig()
     # CloudWatch's lastEventTimestamp is eventually consistent, so each incremental log scan
     # reaches back this far before the previous one to catch late updates.
     activity_log_overlap: Duration = timedelta(minutes=15)

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from guard import budgets, digest
+from guard import billing, budgets, digest
 from guard.actions import Actions, Reconciled
 from guard.aws import Aws
 from guard.config import Config
@@ -28,7 +28,7 @@ from guard.model import Clock, Decision, Resource, Step
 from guard.notify import Notice, Notifier
 from guard.pricing import PriceBook, cycle_prices, prices_report
 from guard.reports import money
-from guard.rules import evaluate, retry_at
+from guard.rules import ENDS_EPISODE, evaluate, retry_at
 from guard.store import Store, instance_id
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     spend = budgets.check(
         cfg, store, guard.notifier, guard.aws, result.resources, decisions, episodes, snoozes, now
     )
+    with _reported("billing", spend.errors):  # the bill per resource, once a day if set
+        spend.errors.extend(billing.refresh(cfg, guard.aws, store, now))
     applied = _apply(guard, decisions + spend.decisions)
     errors = settled.errors + result.errors + spend.errors
     errors += [e["error"] for e in applied.pop("errors")]
@@ -214,6 +216,7 @@ def _settle(guard: Guard, settled: Reconciled) -> None:
         if found is None or found[1] is not None or found[0].acted_outcome == "done":
             continue  # ended, or already told
         guard.store.mark_acted(episode_id, now, "done")
+        guard.store.end_episode(episode_id, now, f"{row.action} done")
         guard.notifier.notify(
             Notice(
                 resource=res, rule_id=row.rule_id or "", episode_id=episode_id, state="acted",
@@ -259,6 +262,11 @@ def send_digest(guard: Guard, now: datetime) -> None:
     key = f"digest:{fired.isoformat()}" if fired else ""
     if fired is None or guard.store.queued(key):
         return
+    if guard.store.last_cycle() is None:
+        # A new database knows no spend yet: "month to date $0.00, nothing by owner" would
+        # be a wrong first impression. The next cycle (still due) sends it, with a snapshot.
+        log.info("digest deferred: no cycle has finished on this database yet")
+        return
     data = digest.build(guard.cfg, guard.store, now)
     title, lines = digest.text(data)
     guard.notifier.notify_digest(key, title, lines, digest.fields(data))
@@ -300,7 +308,13 @@ def _act(guard: Guard, d: Decision, episode_id: int) -> dict[str, Any]:
         detail = f"{outcome.detail}; trying again at {retry.isoformat()} (attempt {attempts + 1})"
         _tell(guard, d, episode_id, "failed", detail, attempt=attempts)
     else:
-        guard.store.mark_acted(episode_id, guard.clock.now(), outcome.outcome)
+        now = guard.clock.now()
+        guard.store.mark_acted(episode_id, now, outcome.outcome)
+        if outcome.outcome in ENDS_EPISODE:
+            # Done (or done by someone else): the episode ends on what cost-guard did, and
+            # its message with it. If the resource comes back, a new episode starts.
+            guard.store.end_episode(episode_id, now, f"{d.action} {outcome.outcome}")
+        # A dry-run stays open (re-armed when the guard enforces), a failure is retried.
         state = "would-act" if outcome.outcome == "dry-run" else "acted"
         _tell(guard, d, episode_id, state, outcome.detail)
     return {
@@ -365,6 +379,7 @@ def _report(
         "finished_at": finished.isoformat(),
         "mode": guard.cfg.mode,
         "instance": instance_id(),
+        "daemon": guard.scheduled_separately,  # a `run` replica's turn, not a one-off `once`
         "resources": len(resources),
         "running": sum(k["running"] for k in by_kind.values()),
         "by_kind": {

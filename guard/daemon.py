@@ -125,14 +125,18 @@ class Daemon:
         return run
 
     def cycle(self) -> None:
-        # Another replica started a cycle less than half an interval ago: leave the turn to
-        # it, so N replicas scan once per interval between them, not N times. (Only an
-        # optimisation: run_cycle's lock is what keeps cycles from overlapping.)
+        # Another daemon replica started a cycle less than half an interval ago: leave the
+        # turn to it, so N replicas scan once per interval between them, not N times. (Only an
+        # optimisation: run_cycle's lock is what keeps cycles from overlapping.) A one-off
+        # `cost-guard once` or `inventory --scan` is no replica: it never delays the daemon.
         last = self.guard.store.last_cycle()
-        if last and last.get("instance") != instance_id():
+        if last and last.get("daemon") and last.get("instance") != instance_id():
             since = self.guard.clock.now() - datetime.fromisoformat(last["started_at"])
             if timedelta(0) <= since < self.interval / 2:
-                log.debug("%s ran a cycle %s ago; skipping this turn", last["instance"], since)
+                log.info(
+                    "replica %s ran a cycle %s ago: this one waits for its next turn",
+                    last["instance"], format_duration(since),
+                )  # fmt: skip
                 return
         # run_cycle tries the lock once and skips when another replica is mid-cycle.
         run_cycle(self.guard)

@@ -101,8 +101,10 @@ def _isolated_environment() -> Iterator[None]:
         os.environ.update(hidden)
 
 
-def run_demo(console: Console, pause: float = 1.0) -> None:
-    if not console.is_terminal:
+def run_demo(console: Console, pause: float = 1.0, keep_db: Path | None = None) -> None:
+    """The evening, then the next morning. `keep_db`: the SQLite file to leave behind (to try
+    `inventory`, `audit`, `digest` on), instead of a temporary one."""
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(width=120)  # logs and CI: wide enough for the tables
     logging.getLogger("guard").setLevel(logging.WARNING)  # the story is told in the panels
     clock = ManualClock(START)
@@ -115,7 +117,7 @@ def run_demo(console: Console, pause: float = 1.0) -> None:
         cfg = Config.model_validate(
             {
                 "mode": "enforce",
-                "database_url": f"sqlite:///{Path(tmp) / 'cost-guard.db'}",
+                "database_url": f"sqlite:///{keep_db or Path(tmp) / 'cost-guard.db'}",
                 "rules": RULES,
                 "secrets": Secrets(),
             }
@@ -148,6 +150,14 @@ def run_demo(console: Console, pause: float = 1.0) -> None:
         clock.set(END)
         _finale(console, guard, cfg, clock, reports)
         _next_morning(console, sim, guard, clock)
+        guard.store.close()
+    if keep_db is not None:
+        console.print(
+            f"The demo's database is kept at {keep_db}: try "
+            f"`COST_GUARD_DATABASE_URL=sqlite:///{keep_db} cost-guard inventory` (or audit, "
+            "findings, digest).",
+            highlight=False,
+        )
 
 
 def _seed(sim: Simulator, clock: ManualClock) -> str:
@@ -234,7 +244,7 @@ def _slack(console: Console, clock: ManualClock, text: str) -> None:
 def _inventory(console: Console, guard: Guard, cfg: Config, clock: ManualClock) -> None:
     now = clock.now()
     items = inventory_for(guard.store, cfg, now)
-    console.print(inventory_table(items, cfg, now))
+    console.print(inventory_table(items, cfg, now, console.width))
 
 
 def _finale(
@@ -243,9 +253,9 @@ def _finale(
     now = clock.now()
     console.print(Divider("21:00 — the end of the evening"))
     items = inventory_for(guard.store, cfg, now)
-    console.print(inventory_table(items, cfg, now))
+    console.print(inventory_table(items, cfg, now, console.width))
     entries = audit_entries(guard.store.audit(START - timedelta(days=1)))
-    console.print(audit_table([e for e in entries if e["action"] != "warn"], cfg))
+    console.print(audit_table([e for e in entries if e["action"] != "warn"], cfg, console.width))
     done = [a for r in reports for a in r["actions"] if a["outcome"] == "done"]
     saved = sum((Decimal(a["usd_per_hour"] or 0) for a in done), Decimal(0))
     names = ", ".join(f"{a['kind']} {a['name']}" for a in done)

@@ -87,7 +87,10 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
     last = store.last_cycle() or {}
     month_began = datetime.combine(month_start, time(), cfg.tz)
     savings = store.savings(now)
-    saved = sum((s.usd(month_began) or Decimal(0) for s in savings), Decimal(0))
+    # what each action saved this month; None where the price is unknown (listed, not $0)
+    amounts = [(s, s.usd(month_began)) for s in savings]
+    saved = sum((usd for _, usd in amounts if usd is not None), Decimal(0))
+    unknown = [s for s, usd in amounts if usd is None and s.until > month_began]
     return {
         "at": now.isoformat(),
         "running": len(running),
@@ -147,17 +150,30 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
         "saved": {
             "month_to_date_usd": money(saved, 2),
             "actions": len(savings),
-            "still_off": sum(1 for s in savings if not s.came_back),
+            "still_off": sum(1 for s in savings if s.ongoing),
             "usd_per_hour_still_off": money(
-                sum((s.usd_per_hour or Decimal(0) for s in savings if not s.came_back), Decimal(0))
+                sum(
+                    (s.usd_per_hour for s in savings if s.ongoing and s.usd_per_hour is not None),
+                    Decimal(0),
+                )
             ),
-            "unpriced_still_off": sum(
-                1 for s in savings if not s.came_back and s.usd_per_hour is None
-            ),
-            # actions on resources of unknown price: not in month_to_date_usd
-            "unpriced_actions": sum(1 for s in savings if s.usd_per_hour is None),
+            "unpriced_still_off": sum(1 for s in savings if s.ongoing and s.usd_per_hour is None),
+            # actions on resources of unknown price: their saving is unknown, not $0, and not
+            # in month_to_date_usd
+            "unpriced_actions": len(unknown),
+            "unknown": [{"kind": s.kind, "name": s.name, "action": s.action} for s in unknown],
+            "method": SAVINGS_METHOD,
         },
     }
+
+
+# How "saved by cost-guard" is computed, said wherever it is shown.
+SAVINGS_METHOD = (
+    "each done stop/delete/scale-to-zero: its $/h when acted on, times the hours it would "
+    "have run: a job until its MaxRuntimeInSeconds, a notebook or app until its owner "
+    "started it again, an endpoint until it was restored or its traffic came back, else "
+    "until now; an unknown price makes that saving unknown, never $0"
+)
 
 
 def _ranked(totals: dict[str, Decimal]) -> list[dict[str, str | None]]:
@@ -225,11 +241,14 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
             f"({saved['actions']} action(s); {saved['still_off']} still off, "
             f"{_hourly(saved['usd_per_hour_still_off'], saved['unpriced_still_off'])})"
             + (
-                f"; {saved['unpriced_actions']} of them at an unknown price, not counted."
+                f"; unknown for {saved['unpriced_actions']} at an unknown price: "
+                + ", ".join(f"{u['kind']}/{u['name']}" for u in saved["unknown"][:LISTED])
+                + "."
                 if saved["unpriced_actions"]
                 else "."
             )
         )
+        lines.append(f"Saved = {saved['method']}.")
     return title, lines
 
 
@@ -243,8 +262,15 @@ def fields(d: dict[str, Any]) -> list[tuple[str, str]]:
             f"{d['unowned']['running']} · "
             f"{_hourly(d['unowned']['usd_per_hour'], d['unowned']['unpriced'])}",
         ),
-        ("Saved this month", f"${d['saved']['month_to_date_usd']}"),
+        ("Saved this month", _saved(d["saved"])),
     ]
+
+
+def _saved(saved: dict[str, Any]) -> str:
+    figure = f"${saved['month_to_date_usd']}"
+    if saved["unpriced_actions"]:
+        return f"{figure} + unknown for {saved['unpriced_actions']}"
+    return figure
 
 
 def _hourly(usd: str | None, unpriced: int = 0) -> str:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from guard.cycle import Guard
 from guard.model import Episode, Resource
 from guard.notify import Notice
-from guard.rules import UNKNOWN, clock_time, hold, human, match_now
+from guard.rules import ENDS_EPISODE, UNKNOWN, clock_time, hold, human, match_now
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,10 @@ def stop_now(
 
     if not allowed:
         return refuse("only the people on slack.stop_allowed may stop from Slack")
+    if episode.acted_at is not None:  # acted (a done action also ends the episode)
+        return refuse("cost-guard has already acted on this warning")
     if ended_at is not None:
         return refuse("this warning has already ended")
-    if episode.acted_at is not None:
-        return refuse("cost-guard has already acted on this warning")
     if action is None:
         return refuse(f"rule {episode.rule_id} only notifies")
     # A cycle may be acting on the same resource right now: wait for it, then judge afresh.
@@ -99,6 +99,8 @@ def stop_now(
         if state is None:  # skipped: already stopping, gone...
             return refuse(outcome.detail)
         guard.store.mark_acted(episode.id, now, outcome.outcome)
+        if outcome.outcome in ENDS_EPISODE:
+            guard.store.end_episode(episode.id, now, f"{action} {outcome.outcome} ({reason})")
         _tell(guard, res, episode, state, detail=outcome.detail, by=by, click=click)
     return Answer(outcome.outcome, outcome.detail)
 

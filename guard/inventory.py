@@ -8,9 +8,12 @@ account or region failing never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,17 +33,46 @@ from guard.model import Finding, Resource, ScanResult, parse_time
 from guard.scanners import endpoint, jobs, notebook, studio
 from guard.scanning import ScanContext, Target
 
-__all__ = ["SCANNERS", "ScanContext", "Target", "scan"]
+__all__ = ["SCANNERS", "Progress", "ScanContext", "Target", "reporting_progress", "scan"]
 
 log = logging.getLogger(__name__)
 
 MAX_SCAN_WORKERS = 8
 
 
+class Progress(Protocol):
+    """Told what a scan has to do and each (account, region, kind) it finished."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, what: str) -> None: ...
+
+
+_progress: list[Progress] = []  # the innermost `reporting_progress` (the CLI on a terminal)
+SLOW_TARGET_SECONDS = 10.0  # a target scan this slow is logged, so a long first scan shows life
+
+
+@contextlib.contextmanager
+def reporting_progress(progress: Progress) -> Iterator[None]:
+    """Scans in this block report to `progress` (from the scan's worker threads)."""
+    _progress.append(progress)
+    try:
+        yield
+    finally:
+        _progress.remove(progress)
+
+
+def _advance(what: str) -> None:
+    for progress in _progress[-1:]:
+        progress.advance(what)
+
+
 def scan(ctx: ScanContext) -> ScanResult:
     """Scan every (account, region) concurrently; one failing never stops the others."""
     accounts: list[Account | None] = list(ctx.cfg.accounts) or [None]
     jobs = [(account, region) for account in accounts for region in ctx.cfg.regions]
+    for progress in _progress[-1:]:
+        progress.start(len(jobs) * len(ctx.cfg.kinds))
     workers = max(1, min(MAX_SCAN_WORKERS, len(jobs)))
     result = ScanResult()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
@@ -55,9 +87,12 @@ def scan(ctx: ScanContext) -> ScanResult:
 
 def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Target:
     label = account.name or account.id if account else "default account"
+    started = time.monotonic()
     try:
         account_id = ctx.aws.account_id(account, region)
     except AWS_ERRORS as exc:
+        for kind in ctx.cfg.kinds:
+            _advance(f"{label} {region} {kind}")
         return Target(
             account, "?", region, errors=[f"{label} {region}: cannot reach: {error_text(exc)}"]
         )
@@ -82,6 +117,11 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
                 why = f"internal error {type(exc).__name__}: {exc}"
                 log.exception("scan of %s in %s %s crashed", kind, label, region)
             target.errors.append(f"{label} {region} {kind}: scan failed: {why}")
+        _advance(f"{label} {region} {kind}")
+    took = time.monotonic() - started
+    if took >= SLOW_TARGET_SECONDS:
+        log.info("scanned %s %s in %.0f s: %d resources", label, region, took,
+                 len(target.resources))  # fmt: skip
     return target
 
 

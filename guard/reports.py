@@ -6,10 +6,11 @@ The JSON shapes here are the stable interface documented in the README.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -46,7 +47,22 @@ def inventory_for(
         now,
         today=store.spent(today, today + timedelta(days=1)),
         month=store.spent(today.replace(day=1), today + timedelta(days=1)),
+        billed=_billed(store, cfg, today),
     )
+
+
+def _billed(store: Store, cfg: Config, today: date) -> dict[str, list[dict[str, Any]]] | None:
+    """Per resource: estimated vs billed per day this month (None: no billing export set)."""
+    if not cfg.billing.enabled:
+        return None
+    from guard.billing import reconcile
+
+    start, end = today.replace(day=1), today + timedelta(days=1)
+    estimated = store.spent_by_day(start, end)
+    return {
+        arn: reconcile(estimated.get(arn, {}), days, cfg.billing.threshold)
+        for arn, days in store.billed(start, end).items()
+    }
 
 
 def episode_state(ep: Episode) -> str:
@@ -67,8 +83,10 @@ def inventory_items(
     now: datetime,
     today: Mapping[str, Spent] | None = None,
     month: Mapping[str, Spent] | None = None,
+    billed: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One JSON object per resource (money as decimal strings, times as ISO-8601 UTC)."""
+    """One JSON object per resource (money as decimal strings, times as ISO-8601 UTC).
+    `billed` (a billing export is configured): per resource, estimated vs billed per day."""
     items = []
     today, month = today or {}, month or {}
     for res in resources:
@@ -113,6 +131,14 @@ def inventory_items(
                 "tags": res.tags,
             }
         )
+        if billed is not None:  # a billing export is configured: what the bill says
+            days = billed.get(res.arn, [])
+            items[-1]["billed_usd"] = (
+                money(sum((Decimal(d["billed_usd"]) for d in days), Decimal(0)), 2)
+                if days
+                else None
+            )
+            items[-1]["billing"] = days  # per day: estimated_usd, billed_usd, flagged
     return items
 
 
@@ -124,51 +150,209 @@ def finding_text(finding: Mapping[str, Any]) -> str:
     return f"{where} {finding['subject']}: {problem}{fix}"
 
 
-def inventory_table(items: Sequence[dict[str, Any]], cfg: Config, now: datetime) -> Table:
+# Inventory columns, most important first: at a narrow width the last ones are dropped.
+# (key, header, right-aligned, widest before the cell wraps)
+_INVENTORY_COLUMNS: tuple[tuple[str, str, bool, int], ...] = (
+    ("account", "account", False, 16),
+    ("region", "region", False, 14),
+    ("state", "state", False, 18),
+    ("usd_per_hour", "$/h", True, 8),
+    ("month", "month $", True, 9),
+    ("owner", "owner", False, 18),
+    ("activity", "last activity", False, 20),
+    ("status", "status", False, 10),
+    ("instance", "instance", False, 16),
+    ("today", "today $", True, 8),
+)
+MIN_NAME_WIDTH = 24  # the resource column never gets narrower than this
+SUMMARY_FROM = 30  # rows from which `inventory` adds a summary per kind and account
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """`text` in at most `width` characters, its middle replaced by `…`: the start and the
+    end of a name are what tell resources apart."""
+    if len(text) <= width:
+        return text
+    if width < 3:
+        return text[:width]
+    tail = (width - 1) // 2
+    return f"{text[: width - 1 - tail]}…{text[len(text) - tail :]}"
+
+
+def resource_labels(items: Sequence[Mapping[str, Any]], width: int | None) -> list[str]:
+    """`kind/name` per item, the name shortened in the middle to fit `width` (None: never),
+    widening until no two different resources read the same."""
+    full = [f"{i['kind']}/{i['name']}" for i in items]
+    if width is None or not full:
+        return full
+    longest = max(len(f) for f in full)
+    for w in range(min(width, longest), longest + 1):
+        labels = [f if len(f) <= w else _shorten_label(f, w) for f in full]
+        if len(set(labels)) == len(set(full)):
+            return labels
+    return full
+
+
+def _shorten_label(label: str, width: int) -> str:
+    kind, _, name = label.partition("/")
+    room = width - len(kind) - 1
+    if room >= 8:  # keep the kind whole: commands take KIND/NAME
+        return f"{kind}/{shorten_middle(name, room)}"
+    return shorten_middle(label, width)
+
+
+_WRAPPABLE = ("state", "owner", "activity", "account")
+
+
+def _squeeze(widths: dict[str, int], keys: Sequence[tuple[str, str, bool, int]], room: int) -> bool:
+    """Fit `keys` into `room` columns by narrowing the text columns that may wrap (each by at
+    most a third, never under 12) — or say it cannot, and a column has to go."""
+    need = _table_width([widths[k[0]] for k in keys]) - 1 - room
+    if need <= 0:
+        return True
+    wrappable = sorted((k[0] for k in keys if k[0] in _WRAPPABLE), key=lambda k: -widths[k])
+    slack = {k: widths[k] - max(12, widths[k] - widths[k] // 3) for k in wrappable}
+    if sum(max(v, 0) for v in slack.values()) < need:
+        return False
+    while need > 0:  # one column at a time from the widest, so they end up alike
+        key = max(wrappable, key=lambda k: (slack[k] > 0, widths[k]))
+        widths[key] -= 1
+        slack[key] -= 1
+        need -= 1
+    return True
+
+
+def _table_width(widths: Sequence[int]) -> int:
+    """What a rich box table with these column widths needs: padding 1+1, borders between."""
+    return sum(w + 3 for w in widths) + 1
+
+
+def account_label(cfg: Config, account: str) -> str:
+    found = next((a for a in cfg.accounts if a.id == account), None)
+    return found.name if found and found.name else account
+
+
+def inventory_table(
+    items: Sequence[dict[str, Any]], cfg: Config, now: datetime, width: int | None = None
+) -> Table:
+    """The inventory for a terminal `width` columns wide: every resource's full name, or its
+    name shortened in the middle where no two read the same; the less important columns
+    dropped first; account and region when there are several; a totals row. `width=None`
+    (`--wide`): every column, nothing shortened."""
+    rows = [_inventory_cells(item, cfg) for item in items]
+    several = {k: len({item[k] for item in items}) > 1 for k in ("account", "region")}
+    keys = [c for c in _INVENTORY_COLUMNS if several.get(c[0], True)]
+
+    def natural(key: str, header: str, cap: int) -> int:
+        longest = max([len(r[key]) for r in rows] + [len(header)])
+        return longest if width is None else min(longest, max(cap, len(header)))
+
+    widths = {key: natural(key, header, cap) for key, header, _, cap in keys}
+    total_label = f"total: {len(items)}"
+    names_natural = max([len(f"{i['kind']}/{i['name']}") for i in items] + [len(total_label), 8])
+    name_width = names_natural
+    if width is not None:
+        name_width = min(names_natural, max(MIN_NAME_WIDTH, width * 2 // 5))
+        while len(keys) > 2 and not _squeeze(widths, keys, width - _table_width([name_width])):
+            keys.pop()  # the least important column left
+        spare = width - _table_width([name_width, *(widths[k[0]] for k in keys)])
+        name_width = min(names_natural, name_width + max(spare, 0))
+    labels = resource_labels(items, None if width is None else name_width)
+    name_width = max([len(label) for label in labels] + [len(total_label), 8])
     table = Table(title=f"SageMaker resources at {clock_time(now, cfg.tz)}")
-    for column in (
-        "resource",
-        "status",
-        "instance",
-        "$/h",
-        "today $",
-        "month $",
-        "last activity",
-        "owner",
-        "state",
-    ):
-        table.add_column(column, justify="right" if "$" in column else "left")
-    for item in items:
-        price = item["usd_per_hour"]
-        state = ", ".join(f"{s['rule']}: {s['state']}" for s in item["rule_state"])
-        if item["exempt"]:
-            state = "exempt"
-        elif item["snoozed_until"]:
-            state = f"snoozed to {_short(item['snoozed_until'], cfg)}"
-        if item["activity_source"] == "unknown":
-            activity = f"unknown: {item['evidence_error']}"
-        elif not item["running"]:
-            activity = ""
-        elif item["last_activity"] and item["activity_source"] != "in-service-since":
-            source = item["activity_source"]
-            if evidence := (item.get("details") or {}).get("evidence"):
-                source = f"{source}: {evidence}"  # which evidence counted ("GPU 87 %")
-            activity = f"{_short(item['last_activity'], cfg)} ({source})"
-        else:
-            activity = "none since start"
-        table.add_row(
-            *_cells(
-                f"{item['kind']}/{item['name']}",
-                item["status"],
-                f"{item['instance_type']} x{item['instance_count']}",
-                "unknown" if price is None else f"{Decimal(price):.3f}",
-                item["accrued_today_usd"],
-                item["accrued_month_usd"],
-                activity,
-                item["owner"] or "",
-                state,
-            )
+    table.add_column("resource", no_wrap=True, min_width=name_width, max_width=name_width)
+    for key, header, right, _ in keys:
+        table.add_column(
+            header,
+            justify="right" if right else "left",
+            no_wrap=right,
+            min_width=widths[key] if width is not None else None,
+            max_width=widths[key] if width is not None else None,
+            overflow="fold",
         )
+    for label, row in zip(labels, rows, strict=True):
+        table.add_row(*_cells(label, *(row[k[0]] for k in keys)))
+    table.add_section()
+    table.add_row(*_cells(total_label, *(_total(items, k[0]) for k in keys)), style="bold")
+    return table
+
+
+def _inventory_cells(item: Mapping[str, Any], cfg: Config) -> dict[str, str]:
+    price = item["usd_per_hour"]
+    state = ", ".join(f"{s['rule']}: {s['state']}" for s in item["rule_state"])
+    if item["exempt"]:
+        state = "exempt"
+    elif item["snoozed_until"]:
+        state = f"snoozed to {_short(item['snoozed_until'], cfg)}"
+    if item["activity_source"] == "unknown":
+        activity = f"unknown: {item['evidence_error']}"
+    elif not item["running"]:
+        activity = ""
+    elif item["last_activity"] and item["activity_source"] != "in-service-since":
+        source = item["activity_source"]
+        if evidence := (item.get("details") or {}).get("evidence"):
+            source = f"{source}: {evidence}"  # which evidence counted ("GPU 87 %")
+        activity = f"{_short(item['last_activity'], cfg)} ({source})"
+    else:
+        activity = "none since start"
+    count = int(item["instance_count"] or 1)
+    return {
+        "account": account_label(cfg, str(item["account"])),
+        "region": str(item["region"]),
+        "state": state,
+        "usd_per_hour": "unknown" if price is None else f"{Decimal(price):.3f}",
+        "status": str(item["status"]),
+        "owner": item["owner"] or "",
+        "month": str(item["accrued_month_usd"]),
+        "activity": activity,
+        "instance": f"{item['instance_type']}" + (f" x{count}" if count != 1 else ""),
+        "today": str(item["accrued_today_usd"]),
+    }
+
+
+def _total(items: Sequence[Mapping[str, Any]], key: str) -> str:
+    field = {"usd_per_hour": "usd_per_hour", "month": "accrued_month_usd"}.get(key)
+    field = field or ("accrued_today_usd" if key == "today" else None)
+    if field is None:
+        return ""
+    known = [Decimal(i[field]) for i in items if i[field] is not None]
+    places = 3 if key == "usd_per_hour" else 2
+    text = f"{sum(known, Decimal(0)):.{places}f}"
+    unknown = len(items) - len(known)
+    return f"{text}+?" if unknown else text  # some have no known price
+
+
+def inventory_summary(items: Sequence[dict[str, Any]], cfg: Config) -> Table:
+    """Per kind (and account and region, when there are several): how many, $/h, spend."""
+    several = {k: len({item[k] for item in items}) > 1 for k in ("account", "region")}
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in items:
+        key = (
+            item["kind"],
+            *([account_label(cfg, str(item["account"]))] if several["account"] else []),
+            *([str(item["region"])] if several["region"] else []),
+        )
+        groups.setdefault(key, []).append(item)
+    table = Table(title="By kind" + (", account" if several["account"] else "")
+                  + (", region" if several["region"] else ""))  # fmt: skip
+    table.add_column("kind", no_wrap=True)
+    if several["account"]:
+        table.add_column("account", no_wrap=True)
+    if several["region"]:
+        table.add_column("region", no_wrap=True)
+    for header in ("resources", "$/h", "today $", "month $"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for key, group in sorted(groups.items()):
+        table.add_row(*_cells(
+            *key, len(group), _total(group, "usd_per_hour"), _total(group, "today"),
+            _total(group, "month"),
+        ))  # fmt: skip
+    table.add_section()
+    blanks = [""] * (len(next(iter(groups), ("",))) - 1)
+    table.add_row(*_cells(
+        "total", *blanks, len(items), _total(items, "usd_per_hour"), _total(items, "today"),
+        _total(items, "month"),
+    ), style="bold")  # fmt: skip
     return table
 
 
@@ -201,16 +385,59 @@ def audit_entries(rows: Sequence[ActionRow]) -> list[dict[str, Any]]:
     ]
 
 
-def audit_table(entries: Sequence[dict[str, Any]], cfg: Config) -> Table:
-    table = Table(title="cost-guard audit trail")
-    for column in ("at", "resource", "rule", "action", "mode", "outcome", "detail"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(*_cells(
-            _short(e["at"], cfg), f"{e['kind']}/{e['name']}", e["rule"] or "",
-            e["action"], e["mode"], e["outcome"], e["detail"],
-        ))  # fmt: skip
-    return table
+def audit_table(
+    entries: Sequence[dict[str, Any]], cfg: Config, width: int | None = None
+) -> RenderableType:
+    """The audit trail for a terminal `width` wide (None: `--wide`): one line per entry, its
+    resource's name shortened in the middle only where it must be, and its detail on a line
+    of its own below, indented and wrapped to the width."""
+    from rich.console import Group
+    from rich.padding import Padding
+
+    if not entries:
+        return Text("No warnings or actions in that period.")
+    several = {k: len({e[k] for e in entries}) > 1 for k in ("account", "region")}
+    rows = [
+        {
+            "at": _short(e["at"], cfg),
+            "account": account_label(cfg, str(e["account"])),
+            "region": str(e["region"]),
+            "rule": e["rule"] or "",
+            "action": str(e["action"]),
+            "mode": str(e["mode"]),
+            "outcome": str(e["outcome"]),
+        }
+        for e in entries
+    ]
+    keys = ["at", *(k for k in ("account", "region") if several[k]), "rule", "action", "mode",
+            "outcome"]  # fmt: skip
+    widths = {k: max([len(r[k]) for r in rows] + [len(k)]) for k in keys}
+    names = max(len(f"{e['kind']}/{e['name']}") for e in entries)
+    if width is not None:
+        for droppable in ("mode", "region", "account"):
+            if sum(widths[k] + 2 for k in keys) + min(names, MIN_NAME_WIDTH) <= width:
+                break
+            if droppable in keys:
+                keys.remove(droppable)
+        names = max(min(names, width - sum(widths[k] + 2 for k in keys)), MIN_NAME_WIDTH)
+    labels = resource_labels(entries, None if width is None else names)
+    names = max([len(label) for label in labels] + [len("resource")])
+    columns = [("at", widths["at"]), ("resource", names), *((k, widths[k]) for k in keys[1:])]
+
+    def line(values: Sequence[str], style: str = "") -> Text:
+        cells = [v.ljust(w) for v, (_, w) in zip(values, columns, strict=True)]
+        return Text("  ".join(cells).rstrip(), style=style, no_wrap=True, overflow="ellipsis")
+
+    indent = widths["at"] + 2
+    out: list[RenderableType] = [
+        Text("cost-guard audit trail", style="italic"),
+        line([name for name, _ in columns], "bold"),
+    ]
+    for label, row, e in zip(labels, rows, entries, strict=True):
+        out.append(line([row["at"], label, *(row[k] for k in keys[1:])]))
+        if e["detail"]:
+            out.append(Padding(Text(str(e["detail"]), style="dim"), (0, 0, 0, indent)))
+    return Group(*out)
 
 
 def cycle_summary(report: Mapping[str, Any]) -> str:

@@ -251,6 +251,8 @@ def _decide(
         return
     if not rule.mutates:
         return
+    if episode.acted_outcome in ENDS_EPISODE:
+        return  # ended at its action (cycle._act); nothing more is said about it
     if episode.acted_outcome == "dry-run" and cfg.enforce:
         # Trialled in dry-run, now enforcing: the owner was told "would stop", never "will
         # stop", so they get a fresh grace period before anything happens.
@@ -261,6 +263,12 @@ def _decide(
     if episode.acted_at is None and episode.deadline and now >= episode.deadline:
         yield decision(Step.ACT, result.reason, episode.deadline)
 
+
+# An episode ends at its action when the action is done (or found done by someone else):
+# its message's last word is what cost-guard did, and a later match is a new episode. A
+# dry-run ("would stop") stays open, to be re-armed under enforce; a failure stays open, to
+# be retried.
+ENDS_EPISODE = ("done", "skipped")
 
 # A failed action is tried again at later cycles while the resource still qualifies, waiting
 # twice as long after each failure: 5 min, 10 min, 20 min … at most 2 h apart.

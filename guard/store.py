@@ -11,9 +11,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from guard.tables import (
     AccrualRow,
     ActionRow,
     Base,
+    BilledCostRow,
     CycleRow,
     EpisodeRow,
     OutboxRow,
@@ -141,9 +142,19 @@ class Spent:
         )
 
 
+# How long a resource would have kept costing money had cost-guard not acted: the stated
+# counterfactual per kind (README "Saved by cost-guard").
+SAVING_BASES = {
+    "ran-again": "until it ran again (its owner restarted it, `restore`, or traffic came back)",
+    "max-runtime": "until its MaxRuntimeInSeconds would have ended it",
+    "now": "until now (still off)",
+}
+
+
 @dataclass(frozen=True)
 class Saving:
-    """One action's effect on the bill: `usd_per_hour` off it from `at` to `until`."""
+    """One action's effect on the bill: `usd_per_hour` off it from `at` to `until`, the end
+    of the counterfactual run (`basis`: "ran-again", "max-runtime" or "now")."""
 
     arn: str
     kind: str
@@ -153,13 +164,35 @@ class Saving:
     until: datetime
     came_back: bool  # it ran again at `until` (restored, restarted)
     usd_per_hour: Decimal | None  # None: its price was unknown, so the saving is too
+    basis: str = "now"
+
+    @property
+    def ongoing(self) -> bool:
+        """Still saving money by the hour (off, and it would still be running)."""
+        return self.basis == "now"
 
     def usd(self, since: datetime) -> Decimal | None:
-        """Saved from `since` (or the action, if later) to `until`."""
+        """Saved from `since` (or the action, if later) to `until`; None when unknown."""
         if self.usd_per_hour is None:
             return None
         start = max(self.at, since)
         return accrual.cost(self.usd_per_hour, max(self.until - start, timedelta(0)))
+
+
+def job_limit(details: dict[str, Any] | None) -> datetime | None:
+    """When a job's MaxRuntimeInSeconds would have stopped it (None: no limit known)."""
+    if not details:
+        return None
+    started, limit = details.get("started_at"), details.get("max_runtime_seconds")
+    if not started or not limit:
+        return None
+    try:
+        began = datetime.fromisoformat(str(started))
+    except ValueError:
+        return None
+    if began.tzinfo is None:
+        began = began.replace(tzinfo=UTC)
+    return began + timedelta(seconds=int(limit))
 
 
 class Store:
@@ -454,12 +487,15 @@ class Store:
             )
             arns = {a.arn for a in acts}
             back: dict[str, list[datetime]] = {}
+            details: dict[str, dict[str, Any]] = {}
             if arns:
                 query = select(ResourceEvent.arn, ResourceEvent.at).where(
                     ResourceEvent.arn.in_(arns), ResourceEvent.running.is_(True)
                 )
                 for arn, at in s.execute(query):
                     back.setdefault(arn, []).append(at)
+                rows = select(ResourceRow.arn, ResourceRow.details).where(ResourceRow.arn.in_(arns))
+                details = {arn: dict(d or {}) for arn, d in s.execute(rows)}
             found = []
             counted: set[int] = set()
             for act in acts:
@@ -470,8 +506,15 @@ class Store:
                         continue
                     counted.add(act.episode_id)
                 done = act.finished_at or act.at
+                # The counterfactual: it would have run on until it ran again anyway (its
+                # owner restarted it, it was restored, its traffic came back), a job until its
+                # MaxRuntimeInSeconds ended it, else until now.
                 returns = [t for t in back.get(act.arn, []) if done < t <= now]
-                until = min(returns, default=now)
+                ends = [(min(returns), "ran-again")] if returns else []
+                limit = job_limit(details.get(act.arn)) if act.kind.endswith("_job") else None
+                if limit is not None and limit < now:
+                    ends.append((max(limit, done), "max-runtime"))
+                until, basis = min(ends, default=(now, "now"))
                 found.append(
                     Saving(
                         arn=act.arn,
@@ -480,11 +523,51 @@ class Store:
                         action=act.action,
                         at=done,
                         until=until,
-                        came_back=bool(returns),
+                        came_back=basis == "ran-again",
                         usd_per_hour=act.usd_per_hour,
+                        basis=basis,
                     )
                 )
             return found
+
+    # --- billed costs (AWS Data Exports) ------------------------------------------------
+
+    def save_billed(self, rows: Mapping[tuple[str, date], Decimal], now: datetime) -> None:
+        """Replace the billed figures of the days `rows` covers (an export restates days)."""
+        days = sorted({day for _, day in rows})
+        with self.session() as s:
+            if days:
+                s.execute(delete(BilledCostRow).where(BilledCostRow.day.in_(days)))
+            s.add_all(
+                BilledCostRow(arn=arn, day=day, usd=usd, fetched_at=now)
+                for (arn, day), usd in sorted(rows.items())
+            )
+
+    def billed(self, start: date, end: date) -> dict[str, dict[date, Decimal]]:
+        """Billed figures per resource and UTC day, for days in [start, end)."""
+        query = select(BilledCostRow.arn, BilledCostRow.day, BilledCostRow.usd).where(
+            BilledCostRow.day >= start, BilledCostRow.day < end
+        )
+        found: dict[str, dict[date, Decimal]] = {}
+        with self.session() as s:
+            for arn, day, usd in s.execute(query):
+                found.setdefault(arn, {})[day] = Decimal(usd)
+        return found
+
+    def spent_by_day(self, start: date, end: date) -> dict[str, dict[date, Decimal]]:
+        """Accrued USD per resource and local day, for days in [start, end)."""
+        query = select(AccrualRow.arn, AccrualRow.day, AccrualRow.usd).where(
+            AccrualRow.day >= start, AccrualRow.day < end
+        )
+        found: dict[str, dict[date, Decimal]] = {}
+        with self.session() as s:
+            for arn, day, usd in s.execute(query):
+                found.setdefault(arn, {})[day] = Decimal(usd or 0)
+        return found
+
+    def billed_fetched_at(self) -> datetime | None:
+        with self.session() as s:
+            return s.scalar(select(func.max(BilledCostRow.fetched_at)))
 
     # --- restore records ---------------------------------------------------------------
 

@@ -340,6 +340,17 @@ class ActualCostRow(Base):
     fetched_at: Mapped[datetime]
 
 
+class BilledCostRow(Base):
+    """What the bill (a CUR 2.0 / FOCUS data export) says one resource cost on one UTC day."""
+
+    __tablename__ = "billed_costs"
+
+    arn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    usd: Mapped[Decimal]
+    fetched_at: Mapped[datetime]
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):

@@ -39,6 +39,7 @@ def _local_only(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("COST_GUARD_", "SLACK_")) or key in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup
     real_getaddrinfo = socket.getaddrinfo
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:

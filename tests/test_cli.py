@@ -164,11 +164,15 @@ def test_check_config_masks_secrets_and_applies_env_overrides(
         "COST_GUARD_SLACK__CHANNEL": "#ml-costs",
     }
     out = cli(["check-config", "--config", str(config_file)], env)
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 3, out.output  # db.internal cannot be reached from the tests
     assert "xoxb-very-secret" not in out.output and "hunter2" not in out.output
-    assert "slack_bot_token: '***'" in out.output
+    assert "# secrets (from the environment only): SLACK_BOT_TOKEN" in out.output
     assert "mode: enforce" in out.output and "channel: '#ml-costs'" in out.output
-    assert "postgresql://guard:***@db.internal/guard" in out.output
+    assert "database_url: postgresql://guard:***@db.internal/guard" in out.output
+    assert (
+        "# ✗ database: cannot open the database at postgresql://guard:***@db.internal/guard"
+        in out.output
+    )
 
 
 def test_db_upgrade(config_file: Path, env: dict[str, str]) -> None:

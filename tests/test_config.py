@@ -64,8 +64,12 @@ def test_check_config_and_a_failing_connection_never_show_the_password(tmp_path:
     # Port 1: nothing listens, the connection is refused at once.
     env = {"COST_GUARD_DATABASE_URL": f"postgresql://guard:{PASSWORD}@127.0.0.1:1/guard"}
     shown = cli(["check-config", "--config", str(path)], env)
-    assert shown.exit_code == 0, shown.output
+    assert shown.exit_code == 3, shown.output  # printed, then the database check failed
     assert "database_url: postgresql://guard:***@127.0.0.1:1/guard" in shown.output
+    assert (
+        "# ✗ database: cannot open the database at postgresql://guard:***@127.0.0.1:1/guard"
+        in shown.output
+    )
     failed = cli(["inventory", "--config", str(path)], env)
     assert failed.exit_code != 0
     said = f"{failed.output}\n{failed.exception!r}\n{failed.exception}"

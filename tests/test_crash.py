@@ -150,3 +150,34 @@ def test_killed_at_a_failpoint_then_reconciled(
         check_consistent(store, sim, slack, clock.now())
     finally:
         store.close()
+
+
+def test_a_post_whose_answer_was_lost_is_not_posted_again_after_a_failed_lookup(
+    store: Store, clock: ManualClock, slack: FakeSlack
+) -> None:
+    """Slack took the post but the answer was lost (a reset); the next attempt's history
+    lookup fails (503): that proves nothing about the first post, so the third attempt must
+    still look before posting. (Found by `make chaos`: it posted twice.)"""
+    from guard.config import Config, Secrets
+    from guard.notify import Notice, Notifier
+    from tests.factories import notebook
+
+    cfg = Config.model_validate({
+        "database_url": store.url,
+        "slack": {"channel": CHANNEL, "base_url": slack.api_url, "timeout_seconds": 2},
+        "secrets": Secrets.model_validate({"SLACK_BOT_TOKEN": "xoxb-crash-test"}),
+    })  # fmt: skip
+    notifier = Notifier(cfg, store, clock)
+    res = notebook(clock.now())
+    episode = store.start_episode(res.arn, "idle", clock.now(), None)
+    notice = Notice(res, "idle", episode, "warned", "stop", "idle", None, "enforce")
+    notifier.notify(notice)
+    slack.fail("chat.postMessage", "reset", accept=True)  # posted; the answer is lost
+    assert notifier.deliver()["sent"] == 0
+    slack.fail("conversations.history", "status", status=503)  # the lookup fails
+    clock.advance(timedelta(hours=1))
+    assert notifier.deliver()["sent"] == 0
+    clock.advance(timedelta(hours=1))
+    assert notifier.deliver()["sent"] == 1
+    assert len(slack.top_level()) == 1
+    assert store.pending_messages() == []

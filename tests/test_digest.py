@@ -112,7 +112,8 @@ def test_nothing_is_due_before_the_first_fire(clock: ManualClock) -> None:
 def test_digest_lists_actions_since_the_last_digest_unowned_and_blind_spots(
     sim: Simulator, clock: ManualClock, db_url: str
 ) -> None:
-    # Monday 09:00 UTC: the first digest goes out with the first cycle.
+    # Monday 09:00 UTC: the first digest goes out with the second cycle (the first one on a
+    # new database has no spend to report).
     ago = clock.now() - timedelta(hours=5)
     sim.add_notebook("ada-idle", "ml.g5.xlarge", tags={"owner": "ada@example.com"},
                      in_service_since=ago)  # fmt: skip
@@ -123,8 +124,12 @@ def test_digest_lists_actions_since_the_last_digest_unowned_and_blind_spots(
         clock, db_url, [STOP_IDLE | {"grace": "30m"}], mode="enforce",
         pricing={"source": "bundled"}, regions=["us-east-1", "eu-west-1"],
     )  # fmt: skip
-    run_cycle(guard)  # warns about ada-idle and queues Monday's digest
-    clock.advance(timedelta(minutes=35))
+    run_cycle(guard)  # warns about ada-idle; a new database defers the digest
+    assert not guard.store.queued("digest:2026-11-23T09:00:00+00:00")
+    clock.advance(timedelta(minutes=5))
+    run_cycle(guard)  # the next cycle sends Monday's digest
+    assert guard.store.queued("digest:2026-11-23T09:00:00+00:00")
+    clock.advance(timedelta(minutes=30))
     sim.jupyter_activity("nobodys", clock.now())
     assert [a["name"] for a in run_cycle(guard)["actions"]] == ["ada-idle"]
 

@@ -422,4 +422,5 @@ def test_twelve_enforce_cycles_under_random_faults_never_raise_nor_act_twice(
         a.name for a in guard.store.audit(clock.now() - timedelta(days=1)) if a.outcome == "done"
     ]
     assert sorted(done) == [f"idle-{i}" for i in range(4)], done  # each stopped, once
+    aws_env.settle()  # a stop retried in the healed cycle is still Stopping
     assert {aws_env.notebook_status(f"idle-{i}") for i in range(4)} == {"Stopped"}

@@ -67,9 +67,13 @@ def _fake_gpu(tmp_path: Path, *percents: int) -> Path:
 
 
 def _run(tmp_path: Path, settings: dict[str, Any], *args: str, env: Any = None) -> dict[str, Any]:
-    """The heartbeat as a process (this venv's Python, which has boto3); its log line."""
+    """The heartbeat as a process (this venv's Python, which has boto3); its log line. It
+    sees an empty process table unless a test gives it one: this machine's own busy
+    processes (other tests running in parallel) are not the subject here, and would count."""
+    empty_proc = tmp_path / "proc"
+    empty_proc.mkdir(exist_ok=True)
     config = tmp_path / "heartbeat.json"
-    config.write_text(json.dumps(settings))
+    config.write_text(json.dumps({"proc": str(empty_proc), **settings}))
     log = tmp_path / "heartbeat.log"
     done = subprocess.run(
         [sys.executable, str(HEARTBEAT), "--config", str(config), "--log", str(log), *args],
@@ -108,8 +112,9 @@ def test_heartbeat_tags_the_notebook_and_the_guard_shows_the_evidence(
     assert res.details["evidence"] == "GPU 87 %"
     [item] = inventory_items(guard.store.resources(), cfg, {}, {}, clock.now())
     assert item["details"]["evidence"] == "GPU 87 %"
-    table = inventory_table([item], cfg, clock.now())
-    assert "heartbeat-tag: GPU 87 %" in str(table.columns[6]._cells)
+    table = inventory_table([item], cfg, clock.now())  # --wide: every column
+    activity = next(c for c in table.columns if c.header == "last activity")
+    assert "heartbeat-tag: GPU 87 %" in str(activity._cells)
 
     # Three hours on, with no newer look: the heartbeat stopped. Unknown, never idle.
     clock.advance(timedelta(hours=3))

@@ -3,9 +3,11 @@ bundled table as the fallback and unknown (never $0) where neither knows a price
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,7 @@ def test_a_cycle_refreshes_prices_and_the_api_price_wins_over_the_bundled_one(
 
     report = run_cycle(guard)
 
-    assert report["api_calls"][GET_PRODUCTS] == 1  # one page for one region
+    assert report["api_calls"][GET_PRODUCTS] == 2  # two pages (~100 products) for one region
     resources = by_name(guard)
     cheaper, same = resources["cheaper-now"], resources["same"]
     assert (cheaper.usd_per_hour, cheaper.price_source) == (Decimal("1.212"), "api")
@@ -100,7 +102,7 @@ def test_a_cycle_refreshes_prices_and_the_api_price_wins_over_the_bundled_one(
     assert GET_PRODUCTS not in again["api_calls"]
     assert by_name(guard)["cheaper-now"].usd_per_hour == Decimal("1.212")
     clock.advance(timedelta(hours=1))
-    assert run_cycle(guard)["api_calls"][GET_PRODUCTS] == 1
+    assert run_cycle(guard)["api_calls"][GET_PRODUCTS] == 2
 
 
 def test_refresh_keeps_only_hourly_on_demand_region_prices(
@@ -115,7 +117,7 @@ def test_refresh_keeps_only_hourly_on_demand_region_prices(
         done = refresh_prices(cfg, Aws(), store, clock.now())
         assert done.ok, done.error
         assert calls(sim) == 4  # us-east-1: 3 pages, eu-west-1: 1
-        assert done.by_region["eu-west-1"] == {"Studio-JupyterLab": 16}
+        assert done.by_region["eu-west-1"] == {"Studio-JupyterLab": 21}
         us = done.by_region["us-east-1"]
         assert us["BatchTransform"] == 2 and us["Studio-CodeEditor"] == 2
         assert us["Hosting"] == 150 + 11
@@ -268,7 +270,7 @@ def test_after_a_failure_the_api_is_tried_again_only_after_retry_after(
     assert calls(sim) == 2 and GET_PRODUCTS not in run_cycle(guard)["api_calls"]
     clock.advance(timedelta(minutes=30))
     report = run_cycle(guard)
-    assert calls(sim) == 3 and report["prices"]["source"] == "api"
+    assert calls(sim) == 4 and report["prices"]["source"] == "api"  # 2 pages
     assert report["prices"]["status"].startswith("Prices from the AWS Price List API, fetched")
     assert by_name(guard)["nb"].price_source == "api"
 
@@ -356,10 +358,10 @@ def test_pricing_refresh_command(sim: Simulator, tmp_path: Path) -> None:
     assert (
         lines[0].startswith("stored ") and "prices from the AWS Price List API, fetched" in lines[0]
     )
-    assert "  eu-west-1: Studio-JupyterLab 16" in lines
+    assert "  eu-west-1: Studio-JupyterLab 21" in lines
     us = next(line for line in lines if line.startswith("  us-east-1: "))
-    assert "BatchTransform 2" in us and "Hosting 11" in us and "Notebook 6" in us
-    assert calls(sim) == 2
+    assert "BatchTransform 2" in us and "Hosting 11" in us and "Notebook 12" in us
+    assert calls(sim) == 3  # us-east-1: 2 pages, eu-west-1: 1
     store = Store(db)
     try:
         with store.session() as s:
@@ -382,3 +384,85 @@ def test_pricing_refresh_command(sim: Simulator, tmp_path: Path) -> None:
     bundled = write_config(tmp_path, db, "pricing: {source: bundled}\n")
     refused = cli(["pricing", "refresh"], sim, bundled)
     assert refused.exit_code == 2 and "pricing.source is bundled" in refused.output
+
+
+def _offer_json() -> dict[str, Any]:
+    """A small offer file in the shape of AmazonSageMaker/current/index.json."""
+
+    def product(sku: str, usage: str, **attrs: str) -> dict[str, Any]:
+        base = {"regionCode": "us-east-1", "locationType": "AWS Region", "usagetype": usage}
+        return {"sku": sku, "productFamily": "ML Instance", "attributes": base | attrs}
+
+    def term(sku: str, usd: str, unit: str = "Hrs") -> dict[str, Any]:
+        dim = {"unit": unit, "pricePerUnit": {"USD": usd}}
+        return {f"{sku}.T": {"priceDimensions": {f"{sku}.T.R": dim}}}
+
+    products = {
+        "A": product("A", "USE1-Notebk:ml.p3.2xlarge", instanceName="ml.p3.2xlarge",
+                     component="Notebook"),
+        "B": product("B", "USE1-Train:ml.p5.48xlarge", instanceName="ml.p5.48xlarge",
+                     component="Training"),
+        "C": product("C", "USE1-Studio:JupyterLab-ml.trn1.2xlarge",
+                     platoinstancetype="Studio-JupyterLab"),
+        "D": product("D", "USE1-Host:ml.m5.xlarge", instanceName="ml.m5.xlarge",
+                     component="Hosting", locationType="AWS Outposts"),
+        "E": product("E", "USE1-Notebk:ml.t3.medium", instanceName="ml.t3.medium",
+                     component="Notebook"),
+    }  # fmt: skip
+    terms = {"A": term("A", "3.8250000000"), "B": term("B", "55.0400000000"),
+             "C": term("C", "1.5000000000"), "D": term("D", "0.3"),
+             "E": term("E", "0.0")}  # fmt: skip
+    return {"publicationDate": "2026-11-20T18:00:00Z", "products": products,
+            "terms": {"OnDemand": terms}}  # fmt: skip
+
+
+def test_the_bundled_table_is_rebuilt_from_an_offer_file_json_or_csv(tmp_path: Path) -> None:
+    from guard import offer_file
+
+    table = tmp_path / "prices.csv"
+    table.write_text(
+        "instance_type,region,component,usd_per_hour,source,as_of\r\n"
+        "ml.g5.xlarge,eu-west-1,Studio-JupyterLab,1.57,github:x/y@1:z,2026-09-24\r\n",
+        encoding="utf-8",
+    )
+    offer = tmp_path / "index.json"
+    offer.write_text(json.dumps(_offer_json()), encoding="utf-8")
+    assert offer_file.main([str(offer), "--table", str(table)]) == 0
+    rows = {(r["instance_type"], r["region"], r["component"]): r
+            for r in csv.DictReader(io.StringIO(table.read_text(encoding="utf-8")))}  # fmt: skip
+    assert rows[("ml.p3.2xlarge", "us-east-1", "Notebook")]["usd_per_hour"] == "3.825"
+    assert rows[("ml.p5.48xlarge", "us-east-1", "Training")]["usd_per_hour"] == "55.04"
+    assert rows[("ml.trn1.2xlarge", "us-east-1", "Studio-JupyterLab")]["as_of"] == "2026-11-20"
+    assert "publicationDate 2026-11-20T18:00:00Z" in rows[("ml.p3.2xlarge", "us-east-1",
+                                                             "Notebook")]["source"]  # fmt: skip
+    # Outposts and $0 (free tier) SKUs are not prices; rows the offer lacks are kept
+    assert ("ml.m5.xlarge", "us-east-1", "Hosting") not in rows
+    assert ("ml.t3.medium", "us-east-1", "Notebook") not in rows
+    assert rows[("ml.g5.xlarge", "eu-west-1", "Studio-JupyterLab")]["source"] == "github:x/y@1:z"
+
+    # the bulk CSV: metadata lines, then a header of display names
+    csv_offer = tmp_path / "index.csv"
+    csv_offer.write_text(
+        '"FormatVersion","v1.0"\n"Publication Date","2026-11-20T18:00:00Z"\n'
+        '"SKU","OfferTermCode","RateCode","TermType","Unit","PricePerUnit","Currency",'
+        '"Location Type","Region Code","usageType","Instance Name","Component"\n'
+        '"A","T","A.T.R","OnDemand","Hrs","3.8250000000","USD","AWS Region","us-west-2",'
+        '"USW2-Notebk:ml.p3.2xlarge","ml.p3.2xlarge","Notebook"\n'
+        '"A","R","A.R.R","Reserved","Hrs","1.0","USD","AWS Region","us-west-2",'
+        '"USW2-Notebk:ml.p3.2xlarge","ml.p3.2xlarge","Notebook"\n',
+        encoding="utf-8",
+    )
+    prices, published, _ = offer_file.parse(csv_offer)
+    assert prices == {("ml.p3.2xlarge", "us-west-2", "Notebook"): Decimal("3.825")}
+    assert published == "2026-11-20T18:00:00Z"
+
+
+def test_every_bundled_row_names_its_source_and_date() -> None:
+    text = (Path(__file__).parents[1] / "guard/data/prices.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) >= 230
+    for row in rows:
+        assert row["source"].startswith(("github:", "aws-offer-file:")), row
+        assert date.fromisoformat(row["as_of"]) and Decimal(row["usd_per_hour"]) > 0
+    keys = [(r["instance_type"], r["region"], r["component"]) for r in rows]
+    assert len(keys) == len(set(keys))

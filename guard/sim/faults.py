@@ -313,7 +313,7 @@ def operation_of(request: Request) -> str | None:
             service = {"GraniteServiceVersion20100801": "cloudwatch"}.get(parts[1], parts[1])
             return f"{service}:{parts[3]}"
     action = request.args.get("Action")
-    if not action and request.content_type.startswith("application/x-www-form-urlencoded"):
+    if not action and (request.content_type or "").startswith("application/x-www-form-urlencoded"):
         # Read the form body, then put it back: moto reads the same stream after us.
         length = int(request.environ.get("CONTENT_LENGTH") or 0)
         body = request.environ["wsgi.input"].read(length)
