@@ -131,6 +131,10 @@ def user_env(home: Path) -> dict[str, str]:
     }
 
 
+class PortTaken(RuntimeError):
+    """Jupyter could not bind the port chosen for it."""
+
+
 class RealJupyter:
     """`python -m jupyter_server` on a free port of 127.0.0.1.
 
@@ -142,22 +146,35 @@ class RealJupyter:
         self.layout, self.token = layout, token
         self.home = Path(tempfile.mkdtemp(prefix="cg-jupyter-"))
         self.home.chmod(0o755)
-        self.port = free_port()
-        scheme = "https" if layout == "notebook" else "http"
         self.base_path = "/jupyterlab/default" if layout == "studio" else ""
-        self.url = f"{scheme}://127.0.0.1:{self.port}{self.base_path}"
-        self.ws_url = self.url.replace("http", "ws", 1)
+        self._new_port()
         self.runtime_dir = self.home / ".local/share/jupyter/runtime"
         self.proc: subprocess.Popen[bytes] | None = None
         self.sandbox: Sandbox | None = None
         self.jobs: list[int] = []  # pids inside the sandbox
         self.sockets: list[websocket.WebSocket] = []
 
+    def _new_port(self) -> None:
+        self.port = free_port()
+        scheme = "https" if self.layout == "notebook" else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}{self.base_path}"
+        self.ws_url = self.url.replace("http", "ws", 1)
+
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> RealJupyter:
+        # A free port can be taken by another test process between our look and Jupyter's
+        # bind (tests run in parallel): then try another one.
+        for _ in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                self._new_port()
+        return self._start()
+
+    def _start(self) -> RealJupyter:
         stuck = self.home / ".local/share/jupyter/kernels/stuck"
-        stuck.mkdir(parents=True)
+        stuck.mkdir(parents=True, exist_ok=True)
         # A kernel that never answers: Jupyter shows it `starting` for as long as it lives.
         (stuck / "kernel.json").write_text(
             json.dumps({"argv": ["sleep", "3600"], "display_name": "stuck", "language": "none"})
@@ -199,6 +216,8 @@ class RealJupyter:
                 time.sleep(0.2)
         text = self.log_text()
         self.stop()  # nothing of a failed start is left running
+        if "is not available" in text:
+            raise PortTaken(text)
         raise RuntimeError(f"Jupyter did not start: {text}")
 
     def log_text(self) -> str:
