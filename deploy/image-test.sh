@@ -7,7 +7,7 @@
 #      plus this machine's CA certificates so TLS through its proxy works), imported under that
 #      name, so the build with --pull=never finds it and never asks a registry;
 #   2. buildah builds the Dockerfile (chroot isolation, host network: pip reaches PyPI);
-#   3. podman runs the image as its non-root user: `--version`, `check-config`, and one
+#   3. podman runs the image as its non-root user: `--version`, then `check-config` and one
 #      `once --json` cycle against the simulator (`python -m guard.sim --seed demo`, started
 #      on this host; the container shares the host network so 127.0.0.1 is the same), then
 #      checks the report; when the image's `run` has `--serve`, also the HEALTHCHECK.
@@ -163,17 +163,6 @@ done_step
 CONFIG_MOUNT=(-v "$ROOT/deploy/cost-guard.example.yaml:/etc/cost-guard/cost-guard.yaml:ro"
               -e COST_GUARD_CONFIG=/etc/cost-guard/cost-guard.yaml)
 
-say "cost-guard check-config (deploy/cost-guard.example.yaml mounted read-only)"
-"${RUN[@]}" "${CONFIG_MOUNT[@]}" -e SLACK_BOT_TOKEN=xoxb-not-a-real-token \
-    "$IMAGE" check-config >"$TMP/check-config.out" 2>&1 \
-    || { cat "$TMP/check-config.out" >&2; die "check-config failed in the image"; }
-grep -q 'mode: dry-run' "$TMP/check-config.out" || die "check-config did not print the config"
-if grep -q 'xoxb-not-a-real-token' "$TMP/check-config.out"; then
-    die "check-config printed a secret"
-fi
-echo "    ok: effective config printed, secret masked"
-done_step
-
 say "simulator on the host: python -m guard.sim --seed demo"
 "$HOST_PYTHON" -m guard.sim --seed demo >"$TMP/sim.out" 2>"$TMP/sim.err" &
 SIM_PID=$!
@@ -188,6 +177,20 @@ echo "    $SIM_URL"
 SIM_ENV=(-e "AWS_ENDPOINT_URL=$SIM_URL" -e AWS_DEFAULT_REGION=us-east-1
          -e AWS_ACCESS_KEY_ID=testing -e AWS_SECRET_ACCESS_KEY=testing
          -e AWS_SESSION_TOKEN=testing)
+done_step
+
+say "cost-guard check-config (deploy/cost-guard.example.yaml mounted read-only)"
+# With the simulator's credentials: check-config also opens the database and asks STS who the
+# credentials are, and fails (exit 4) without any.
+"${RUN[@]}" "${CONFIG_MOUNT[@]}" "${SIM_ENV[@]}" -e SLACK_BOT_TOKEN=xoxb-not-a-real-token \
+    "$IMAGE" check-config >"$TMP/check-config.out" 2>&1 \
+    || { cat "$TMP/check-config.out" >&2; die "check-config failed in the image"; }
+grep -q 'mode: dry-run' "$TMP/check-config.out" || die "check-config did not print the config"
+grep -q '^# ✓ AWS credentials' "$TMP/check-config.out" || die "check-config did not check AWS"
+if grep -q 'xoxb-not-a-real-token' "$TMP/check-config.out"; then
+    die "check-config printed a secret"
+fi
+echo "    ok: effective config printed, secret masked, database and AWS checked"
 done_step
 
 say "cost-guard once --json in the image (SQLite in the non-root user's data dir)"
