@@ -176,6 +176,28 @@ def test_a_look_from_before_a_restart_is_not_a_stopped_heartbeat(clock: ManualCl
     assert beat.problem(cfg, clock.now() + timedelta(hours=3), restarted) is not None
 
 
+def test_a_heartbeat_from_the_future_is_not_believed(
+    aws_env: Simulator, clock: ManualClock, fresh_sqlite_url: str
+) -> None:
+    sim = aws_env
+    arn = sim.add_notebook("skewed", in_service_since=clock.now() - timedelta(hours=6))
+    ahead = clock.now() + timedelta(days=365 * 150)  # a tag typed by hand, or a broken clock
+    sim.client("sagemaker").add_tags(
+        ResourceArn=arn, Tags=[{"Key": TAG, "Value": heartbeat.stamp(ahead)}]
+    )
+    cfg = _cfg(fresh_sqlite_url, mode="enforce")
+    report = run_cycle(build_guard(cfg, clock))
+    assert report["warned"] == [] and report["actions"] == []
+    [res] = build_guard(cfg, clock).store.resources()
+    assert res.activity_source.value == "unknown"  # never acted on, and shown as such
+    assert "in the future" in (res.evidence_error or "")
+    skew = clock.now() + timedelta(minutes=5)  # a little ahead: a clock a bit fast, believed
+    from guard.scanners.evidence import read
+
+    beat = read({TAG: heartbeat.stamp(skew)}, cfg)
+    assert beat is not None and beat.problem(cfg, clock.now(), None) is None
+
+
 def test_stale_after_is_validated() -> None:
     assert _cfg("sqlite://", heartbeat_stale_after="45m").heartbeat_stale_after == timedelta(
         minutes=45

@@ -10,12 +10,15 @@ looking, or that could not reach Jupyter, into `unknown`: missing evidence is ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from guard.config import Config
 from guard.model import ActivitySource, Finding, parse_time
 from guard.rules import human
+
+# How far ahead of our clock a heartbeat's time may be before it is not believed.
+CLOCK_SKEW = timedelta(minutes=10)
 
 # The evidence codes the heartbeat writes (`by=`), in the words people read.
 _WORDS = {
@@ -44,6 +47,14 @@ class Heartbeat:
 
     def problem(self, cfg: Config, now: datetime, running_since: datetime | None) -> str | None:
         """Why this heartbeat's word cannot be trusted now, or None."""
+        ahead = max(
+            (t - now for t in (self.last_activity, self.at) if t is not None),
+            default=timedelta(0),
+        )
+        if ahead > CLOCK_SKEW:
+            # A wrong clock on the instance, or a hand-written tag: read as "active" it would
+            # keep the resource running for ever, unseen. Unknown says so instead.
+            return f"heartbeat tag dated {human(ahead)} in the future (the instance's clock?)"
         if self.stopped(cfg, now, running_since):
             assert self.at is not None
             return (
