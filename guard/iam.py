@@ -32,6 +32,26 @@ def policy(cfg: Config, read_only: bool = False) -> dict[str, Any]:
     statements: list[dict[str, Any]] = [
         {"Sid": "ScanSageMaker", "Effect": "Allow", "Action": read, "Resource": "*"}
     ]
+    if cfg.billing.enabled:
+        # The billing export (CUR 2.0 / FOCUS Parquet): list the prefix, read what is under it.
+        bucket, prefix = cfg.billing.bucket, cfg.billing.prefix
+        statements.append(
+            {
+                "Sid": "ListBillingExport",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            }
+        )
+        statements.append(
+            {
+                "Sid": "ReadBillingExport",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            }
+        )
     roles = sorted(a.role_arn for a in cfg.accounts if a.role_arn)
     if roles:
         statements.append(

@@ -58,6 +58,34 @@ def test_inventory_json_carries_billed_usd_per_resource_and_flags_differences(
     guard.store.close()
 
 
+def test_iam_policy_reads_the_billing_export_only_under_its_prefix(
+    sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
+) -> None:
+    import fnmatch
+
+    from guard.iam import policy
+
+    arn = sim.add_notebook("nb", "ml.m5.xlarge", in_service_since=clock.now())
+    put_cur_export(sim.client("s3"), BUCKET, PREFIX, [LineItem(arn, clock.now(), Decimal("1"))])
+    guard = guard_for(clock, fresh_sqlite_url, [], pricing={"source": "bundled"}, billing=BILLING)
+    run_cycle(guard)
+    [item] = inventory_for(guard.store, guard.cfg, clock.now())
+    assert item["billed_usd"] == "1.00"  # the export was listed and read
+    keys = [o["Key"] for o in sim.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    statements = {st["Sid"]: st for st in policy(guard.cfg)["Statement"]}
+    listing, reading = statements["ListBillingExport"], statements["ReadBillingExport"]
+    assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", f"arn:aws:s3:::{BUCKET}")
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == [f"{PREFIX}*"]
+    assert reading["Action"] == "s3:GetObject"
+    for key in keys:  # every object the guard read is under the granted resource
+        assert fnmatch.fnmatchcase(f"arn:aws:s3:::{BUCKET}/{key}", reading["Resource"]), key
+    assert not fnmatch.fnmatchcase(f"arn:aws:s3:::{BUCKET}/other/x.parquet", reading["Resource"])
+    no_billing = guard_for(clock, fresh_sqlite_url, [], pricing={"source": "bundled"})
+    assert "s3:GetObject" not in str(policy(no_billing.cfg))
+    guard.store.close()
+    no_billing.store.close()
+
+
 def test_no_export_configured_means_no_billed_field(
     sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
 ) -> None:
