@@ -404,7 +404,7 @@ def run(cycles: int, seed: int, db: str, kill_share: float, outages: int) -> int
                     database_outage(guard, proxy, rng, figures, crashes)
                 elif rng.random() < kill_share:
                     # armed at a few points: it dies at the first one its cycle reaches, if any
-                    armed = rng.sample(POINTS, 3)
+                    armed = rng.sample(POINTS, 4)
                     killed = run_child(child_settings, now, armed, sim, crashes)
                     figures["child cycles"] += 1
                     if killed:
