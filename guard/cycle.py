@@ -83,8 +83,7 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     wall_start = time.perf_counter()  # the injected clock may stand still (tests, demo)
     guard.aws.counter.reset()
     log.info("cycle started", extra={"event": "cycle_started", "instance": instance_id()})
-    settled = guard.actions.reconcile()  # actions a crash or a lost answer left unsettled
-    _settle(guard, settled)
+    settled = reconcile(guard)  # actions a crash or a lost answer left unsettled
 
     prices, refreshed = (
         (guard.prices, None)
@@ -206,17 +205,24 @@ def _isolated(guard: Guard, d: Decision, errors: list[dict[str, Any]]) -> Iterat
         errors.append({**_entry(d), "error": text})
 
 
+def reconcile(guard: Guard) -> Reconciled:
+    """Settle the actions a crash or a lost answer left open (`Actions.reconcile`), and end
+    the episodes of those found done, their messages saying so, as if the answer had come in
+    time. Every cycle starts with it; a process also runs it at start. Call under the cycle
+    lock."""
+    settled = guard.actions.reconcile()
+    _settle(guard, settled)
+    return settled
+
+
 def _settle(guard: Guard, settled: Reconciled) -> None:
-    """An action found done after a crash or a lost answer: its episode is acted on (so it is
-    never acted on again) and its message says so, as if the answer had come in time."""
     assert guard.notifier is not None
     now = guard.clock.now()
     for episode_id, res, row in settled.acted:
         found = guard.store.episode(episode_id)
         if found is None or found[1] is not None or found[0].acted_outcome == "done":
             continue  # ended, or already told
-        guard.store.mark_acted(episode_id, now, "done")
-        guard.store.end_episode(episode_id, now, f"{row.action} done")
+        guard.store.mark_acted(episode_id, now, "done", ended=f"{row.action} done")
         guard.notifier.notify(
             Notice(
                 resource=res, rule_id=row.rule_id or "", episode_id=episode_id, state="acted",
@@ -308,13 +314,11 @@ def _act(guard: Guard, d: Decision, episode_id: int) -> dict[str, Any]:
         detail = f"{outcome.detail}; trying again at {retry.isoformat()} (attempt {attempts + 1})"
         _tell(guard, d, episode_id, "failed", detail, attempt=attempts)
     else:
-        now = guard.clock.now()
-        guard.store.mark_acted(episode_id, now, outcome.outcome)
-        if outcome.outcome in ENDS_EPISODE:
-            # Done (or done by someone else): the episode ends on what cost-guard did, and
-            # its message with it. If the resource comes back, a new episode starts.
-            guard.store.end_episode(episode_id, now, f"{d.action} {outcome.outcome}")
-        # A dry-run stays open (re-armed when the guard enforces), a failure is retried.
+        # Done (or done by someone else): the episode ends on what cost-guard did, and its
+        # message with it; if the resource comes back, a new episode starts. A dry-run stays
+        # open (re-armed when the guard enforces).
+        ended = f"{d.action} {outcome.outcome}" if outcome.outcome in ENDS_EPISODE else None
+        guard.store.mark_acted(episode_id, guard.clock.now(), outcome.outcome, ended=ended)
         state = "would-act" if outcome.outcome == "dry-run" else "acted"
         _tell(guard, d, episode_id, state, outcome.detail)
     return {

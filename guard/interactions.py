@@ -98,9 +98,10 @@ def stop_now(
         state = {"dry-run": "would-act", "failed": "failed", "done": "acted"}.get(outcome.outcome)
         if state is None:  # skipped: already stopping, gone...
             return refuse(outcome.detail)
-        guard.store.mark_acted(episode.id, now, outcome.outcome)
-        if outcome.outcome in ENDS_EPISODE:
-            guard.store.end_episode(episode.id, now, f"{action} {outcome.outcome} ({reason})")
+        ended = (
+            f"{action} {outcome.outcome} ({reason})" if outcome.outcome in ENDS_EPISODE else None
+        )
+        guard.store.mark_acted(episode.id, now, outcome.outcome, ended=ended)
         _tell(guard, res, episode, state, detail=outcome.detail, by=by, click=click)
     return Answer(outcome.outcome, outcome.detail)
 

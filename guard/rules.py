@@ -251,8 +251,6 @@ def _decide(
         return
     if not rule.mutates:
         return
-    if episode.acted_outcome in ENDS_EPISODE:
-        return  # ended at its action (cycle._act); nothing more is said about it
     if episode.acted_outcome == "dry-run" and cfg.enforce:
         # Trialled in dry-run, now enforcing: the owner was told "would stop", never "will
         # stop", so they get a fresh grace period before anything happens.

@@ -545,20 +545,16 @@ class Store:
 
     def billed(self, start: date, end: date) -> dict[str, dict[date, Decimal]]:
         """Billed figures per resource and UTC day, for days in [start, end)."""
-        query = select(BilledCostRow.arn, BilledCostRow.day, BilledCostRow.usd).where(
-            BilledCostRow.day >= start, BilledCostRow.day < end
-        )
-        found: dict[str, dict[date, Decimal]] = {}
-        with self.session() as s:
-            for arn, day, usd in s.execute(query):
-                found.setdefault(arn, {})[day] = Decimal(usd)
-        return found
+        return self._usd_by_day(BilledCostRow, start, end)
 
     def spent_by_day(self, start: date, end: date) -> dict[str, dict[date, Decimal]]:
         """Accrued USD per resource and local day, for days in [start, end)."""
-        query = select(AccrualRow.arn, AccrualRow.day, AccrualRow.usd).where(
-            AccrualRow.day >= start, AccrualRow.day < end
-        )
+        return self._usd_by_day(AccrualRow, start, end)
+
+    def _usd_by_day(
+        self, table: type[BilledCostRow] | type[AccrualRow], start: date, end: date
+    ) -> dict[str, dict[date, Decimal]]:
+        query = select(table.arn, table.day, table.usd).where(table.day >= start, table.day < end)
         found: dict[str, dict[date, Decimal]] = {}
         with self.session() as s:
             for arn, day, usd in s.execute(query):
@@ -652,13 +648,16 @@ class Store:
             row = s.get(EpisodeRow, episode_id)
             return (_episode(row), row.ended_at) if row else None
 
-    def mark_acted(self, episode_id: int, now: datetime, outcome: str = "done") -> None:
+    def mark_acted(
+        self, episode_id: int, now: datetime, outcome: str = "done", ended: str | None = None
+    ) -> None:
+        """Record how the episode's action went; with `ended` (the reason), the episode ends
+        in the same write, so no crash can leave a done episode open."""
+        values: dict[str, Any] = {"acted_at": now, "acted_outcome": outcome}
+        if ended is not None:
+            values |= {"ended_at": now, "end_reason": ended}
         with self.session() as s:
-            s.execute(
-                update(EpisodeRow)
-                .where(EpisodeRow.id == episode_id)
-                .values(acted_at=now, acted_outcome=outcome)
-            )
+            s.execute(update(EpisodeRow).where(EpisodeRow.id == episode_id).values(**values))
 
     def retry_later(self, episode_id: int, attempts: int, retry_at: datetime) -> None:
         """A failed action: try again at `retry_at` if the resource still qualifies then."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from guard import cycle
 from guard.actions import Reconciled
 from guard.aws import Aws
 from guard.config import Config, mask_url
@@ -43,7 +44,7 @@ def build_guard(
         # is "intended" too, and must not be judged interrupted. Held by someone else: that
         # cycle (and every later one) reconciles.
         with store.cycle_lock() as held:
-            settled = guard.actions.reconcile() if held else Reconciled()  # logs what it settled
+            settled = cycle.reconcile(guard) if held else Reconciled()  # logs what it settled
         for error in settled.errors:
             log.warning("reconcile at start: %s (retried at every cycle)", error)
     log.debug("store: %s", mask_url(cfg.database_url))

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from guard.failpoints import ENV, POINTS
 from guard.model import ManualClock
 from guard.sim import Simulator
 from guard.store import Store
+from guard.tables import EpisodeRow
 from tests.fakeslack import Call, FakeSlack
 
 CHANNEL = "C0COSTS01"
@@ -115,6 +117,11 @@ def check_consistent(store: Store, sim: Simulator, slack: FakeSlack, since: date
     assert done == {NOTEBOOK: 1, ENDPOINT: 1}, [(a.name, a.outcome, a.detail) for a in acted]
     assert sim.notebook_status(NOTEBOOK) in ("Stopping", "Stopped")
     assert sim.endpoint_status(ENDPOINT) is None
+    # Each episode ended on the action, as if the answer had come in time: never "resolved:
+    # no longer running" (what a restart that settled the action but not its episode said).
+    with store.session() as s:
+        ends = {row.arn: row.end_reason for row in s.scalars(select(EpisodeRow))}
+    assert all(reason and "done" in reason for reason in ends.values()), ends
     # Every message delivered, and no top-level message posted twice.
     assert store.pending_messages() == []
     posts = top_level_posts(slack)

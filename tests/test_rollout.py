@@ -57,12 +57,7 @@ def audit(guard: Guard, clock: ManualClock) -> list[tuple[str, str, str]]:
 def test_dry_run_episode_is_rearmed_when_the_guard_starts_enforcing(
     sim: Simulator, clock: ManualClock, db_url: str, slack: FakeSlack
 ) -> None:
-    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
-    trial = build(clock, db_url, slack)  # dry-run, the default
-    run_cycle(trial)
-    clock.advance(timedelta(minutes=31))
-    assert [a["outcome"] for a in run_cycle(trial)["actions"]] == ["dry-run"]
-    trial.store.close()
+    tried_in_dry_run(sim, clock, db_url, slack)
 
     # The team is convinced: same database, mode enforce (`once --enforce` / the config).
     clock.advance(timedelta(minutes=10))
@@ -90,15 +85,22 @@ def test_dry_run_episode_is_rearmed_when_the_guard_starts_enforcing(
     assert run_cycle(guard)["actions"] == []  # acted once
 
 
+def tried_in_dry_run(
+    sim: Simulator, clock: ManualClock, db_url: str, slack: FakeSlack | None = None
+) -> None:
+    """An idle notebook taken by a dry-run guard to "would stop" (its grace over)."""
+    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    trial = build(clock, db_url, slack)
+    run_cycle(trial)
+    clock.advance(timedelta(minutes=31))
+    assert [a["outcome"] for a in run_cycle(trial)["actions"]] == ["dry-run"]
+    trial.store.close()
+
+
 def test_rearmed_episode_ends_if_the_notebook_is_used_during_the_new_grace(
     sim: Simulator, clock: ManualClock, db_url: str
 ) -> None:
-    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
-    trial = build(clock, db_url)
-    run_cycle(trial)
-    clock.advance(timedelta(minutes=31))
-    run_cycle(trial)
-    trial.store.close()
+    tried_in_dry_run(sim, clock, db_url)
     guard = build(clock, db_url, mode="enforce")
     run_cycle(guard)  # re-armed
     clock.advance(timedelta(minutes=15))
@@ -112,11 +114,8 @@ def test_rearmed_episode_ends_if_the_notebook_is_used_during_the_new_grace(
 def test_dry_run_episode_stays_quiet_while_still_in_dry_run(
     sim: Simulator, clock: ManualClock, db_url: str
 ) -> None:
-    sim.add_notebook("idle", in_service_since=clock.now() - timedelta(hours=5))
+    tried_in_dry_run(sim, clock, db_url)
     guard = build(clock, db_url)
-    run_cycle(guard)
-    clock.advance(timedelta(minutes=31))
-    run_cycle(guard)
     for _ in range(3):
         clock.advance(timedelta(minutes=30))
         report = run_cycle(guard)
