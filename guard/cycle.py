@@ -227,7 +227,7 @@ def _settle(guard: Guard, settled: Reconciled) -> None:
             Notice(
                 resource=res, rule_id=row.rule_id or "", episode_id=episode_id, state="acted",
                 action=row.action, reason=row.detail, deadline=None, mode=row.mode,
-                detail=f"{row.detail} (its answer was lost; found done at the next check)",
+                detail="found done at the next check (its answer was never recorded)",
             )
         )  # fmt: skip
 
