@@ -39,8 +39,13 @@ test: lint typecheck
 image-test: $(STAMP_DEMO)
 	bash deploy/image-test.sh
 
+# `make bench`: the mixed fleet over 2 accounts (BENCH_ARGS, e.g. --resources 10000), then an
+# organisation of 200 member accounts x 2 regions and the memory at 10,000 / 50,000 resources
+ORG_BENCH_ARGS ?= --org 200 --org-resources 4000 --memory 10000,50000
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench.cycle_bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.cycle_bench $(ORG_BENCH_ARGS)
+	$(BIN)/python -m bench.backtest_bench
 
 # 1,000+ cycles under random AWS / Slack / SIGKILL / database faults (bench/chaos.py; needs the
 # local Postgres like `make test`, about 10 minutes). Not part of `make test`.
@@ -81,3 +86,9 @@ lambda-zip: | $(BIN)/python
 prices: | $(BIN)/python
 	@test -n "$(OFFER)" || { echo "usage: make prices OFFER=path/to/index.json"; exit 2; }
 	$(BIN)/python -m guard.offer_file "$(OFFER)" --table guard/data/prices.csv
+
+# Rewrite the IAM blocks of deploy/lambda/template.yaml and deploy/iam/member-account-role.yaml
+# from guard.iam.policy (the kind registry); tests/test_iam_drift.py fails until this has run.
+.PHONY: iam
+iam: | $(BIN)/python
+	$(BIN)/python -m guard.iam_templates

@@ -4,18 +4,32 @@ The fleet (by default 10,000 resources: notebooks, endpoints, training/processin
 jobs and Studio apps) is spread over 2 accounts x 2 regions and served by moto in a separate
 process (`bench/simproc.py`), so the guard's wall time and peak RSS are its own. Numbers, not
 assertions: wall times still include moto answering on the same 2-core machine.
+
+`--org N`: an AWS Organization of N member accounts in nested OUs, discovered by the guard
+(`accounts: {organization: true}`), the fleet spread over every account x 2 regions; prints
+each cycle's AWS calls by operation, wall time, peak and current RSS and database statements.
+
+`--memory 10000,50000`: the guard's memory against the fleet's size, each size in a fresh
+process: the scan is replaced by a synthetic fleet of that size (no AWS), everything after
+it is the real cycle (snapshot, rules, warnings, outbox, digest, report). `--guard-src DIR`
+runs it against another checkout (e.g. `git archive HEAD | tar -x -C DIR`), for a before /
+after comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +60,11 @@ MIX = {
     "processing_job": 0.10,
     "transform_job": 0.05,
     "studio_app": 0.15,
+    "hyperpod_cluster": 0.005,
+    "inference_component": 0.01,
+    "mlflow_server": 0.005,
+    "notebook_storage": 0.01,
+    "tuning_job": 0.005,
 }
 RULES = [
     {"id": "idle-notebooks", "kind": "notebook", "idle_for": "2h", "action": "stop"},
@@ -67,6 +86,12 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--org", type=int, default=0, help="member accounts of an organisation")
+    parser.add_argument("--org-resources", type=int, default=4_000)
+    parser.add_argument("--org-cycles", type=int, default=3, help="steady cycles after the first")
+    parser.add_argument("--memory", default="", help="fleet sizes, e.g. 10000,50000")
+    parser.add_argument("--guard-src", default="", help="checkout whose guard --memory runs")
+    parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--resources", type=int, default=10_000)
     parser.add_argument("--steady-cycles", type=int, default=3)
     parser.add_argument(
@@ -79,6 +104,16 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true", help="skip the slow naive loop")
     args = parser.parse_args()
     console = Console(width=140)
+    if args.memory_child:
+        print(json.dumps(_memory_child(args.memory_child)))
+        return
+    if args.org or args.memory:
+        if args.org:
+            _org_bench(console, args.org, args.org_resources, args.org_cycles)
+        if args.memory:
+            sizes = [int(n) for n in args.memory.split(",") if n.strip()]
+            _memory_bench(console, sizes, args.guard_src)
+        return
     targets = len(ACCOUNTS) * len(REGIONS)
     fleet = {kind: round(args.resources * share / targets) for kind, share in MIX.items()}
     total = sum(fleet.values()) * targets
@@ -131,10 +166,13 @@ def main() -> None:
 
         if not args.skip_naive:
             t = time.perf_counter()
+            scanned, left_out = naive.covered([k for k, n in fleet.items() if n])
             for account in ACCOUNTS:
                 for region in REGIONS:
-                    naive.loop(Aws(), _account(account), region, [k for k, n in fleet.items() if n])
-            rows.append(("naive per-resource loop", _calls(parent), time.perf_counter() - t))
+                    naive.loop(Aws(), _account(account), region, scanned)
+            label = "naive per-resource loop" + (f" (without {', '.join(left_out)})"
+                                                 if left_out else "")  # fmt: skip
+            rows.append((label, _calls(parent), time.perf_counter() - t))
 
     parent.send({"cmd": "rss"})
     sim_rss = parent.recv()
@@ -177,6 +215,201 @@ def _print(
         f"peak RSS of the guard: {guard_rss:.0f} MB (the simulator process: {sim_rss:.0f} MB); "
         f"fleet seeded in {seeded:.1f} s"
     )
+
+
+# --- an organisation: discovery, then first and steady cycles ---------------------------
+
+
+def _org_bench(console: Console, members: int, resources: int, cycles: int) -> None:
+    accounts = members + 1  # and the management account
+    targets = accounts * len(REGIONS)
+    fleet = {kind: max(1, round(resources * share / targets)) for kind, share in MIX.items()}
+    total = sum(fleet.values()) * targets
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    plan = {"organization": members, "fleet": fleet}
+    simulator = context.Process(target=serve, args=(child, START, REGIONS, plan), daemon=True)
+    simulator.start()
+    console.print(f"seeding an organisation of {accounts} accounts, {total:,} resources...")
+    ready = parent.recv()
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ["AWS_ENDPOINT_URL"] = ready["endpoint_url"]
+    os.environ["AWS_DEFAULT_REGION"] = REGIONS[0]
+    clock = ManualClock(START)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config.model_validate(
+            {
+                "database_url": f"sqlite:///{Path(tmp) / 'bench.db'}",
+                "regions": list(REGIONS),
+                "accounts": {"organization": True, "role_name": "cost-guard"},
+                "rules": RULES,
+                "secrets": Secrets.model_validate({}),
+            }
+        )
+        guard = build_guard(cfg, clock)
+        statements = _count_statements(guard.store.engine)
+        for n in range(cycles + 1):
+            if n:
+                clock.advance(timedelta(minutes=5))
+                parent.send({"cmd": "advance", "minutes": 5})
+                parent.recv()
+                _calls(parent)  # the seeding moves are not the guard's calls
+            statements.clear()
+            t = time.perf_counter()
+            report = run_cycle(guard)
+            seconds = time.perf_counter() - t
+            name = "first cycle" if n == 0 else f"steady cycle {n}"
+            rows.append(
+                (name, _calls(parent), seconds, statements["n"], peak_rss_mb(), current_rss_mb(),
+                 report.get("resources", 0), len(report.get("errors", [])))
+            )  # fmt: skip
+    parent.send({"cmd": "quit"})
+    parent.recv()
+    simulator.join(timeout=10)
+    mix = ", ".join(f"{kind} {count * targets:,}" for kind, count in fleet.items())
+    table = Table(
+        title=f"An organisation of {accounts} accounts x {len(REGIONS)} regions, found by "
+        f"discovery: {total:,} resources ({mix})"
+    )
+    for column in ("cycle", "AWS calls", "by operation", "wall", "DB statements",
+                   "peak RSS", "RSS after", "resources", "errors"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "by operation" else "right")
+    for name, calls, seconds, stmts, peak, now_rss, seen, errors in rows:
+        by_op = Counter({op.split(":", 1)[1]: n for op, n in calls.items()})
+        detail = ", ".join(f"{op} {n:,}" for op, n in sorted(by_op.items()))
+        table.add_row(
+            name, f"{sum(calls.values()):,}", detail, f"{seconds:.1f} s", f"{stmts:,}",
+            f"{peak:.0f} MB", f"{now_rss:.0f} MB", f"{seen:,}", str(errors),
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"organisation seeded in {ready['seeded_seconds']:.1f} s")
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _count_statements(engine: Any) -> Counter[str]:
+    """Statements sent to the database (an executemany counts once: one round trip)."""
+    from sqlalchemy import event
+
+    counts: Counter[str] = Counter()
+
+    def count(*_: Any) -> None:
+        counts["n"] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    return counts
+
+
+# --- memory against the fleet's size ------------------------------------------------------
+
+
+def _memory_bench(console: Console, sizes: list[int], src: str) -> None:
+    """Each size in a fresh process (peak RSS is per process)."""
+    script = Path(__file__).resolve()
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve() if src else script.parent.parent)}
+    table = Table(title=f"The cycle's memory against the fleet's size ({src or 'this checkout'})")
+    for column in ("resources", "cycle", "wall", "DB statements", "peak RSS", "RSS after"):
+        table.add_column(column, justify="right")
+    for size in sizes:
+        console.print(f"memory: {size:,} resources...")
+        done = subprocess.run(
+            [sys.executable, str(script), "--memory-child", str(size)],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            console.print(f"[red]{size}: failed[/red]\n{done.stderr[-2000:]}")
+            continue
+        for row in json.loads(done.stdout.strip().splitlines()[-1]):
+            table.add_row(
+                f"{size:,}", row["cycle"], f"{row['seconds']:.1f} s", f"{row['statements']:,}",
+                f"{row['peak_mb']:.0f} MB", f"{row['rss_mb']:.0f} MB",
+            )  # fmt: skip
+    console.print(table)
+
+
+def _memory_child(size: int) -> list[dict[str, Any]]:
+    """A first and two steady cycles over a synthetic fleet of `size` resources (run in a
+    fresh process by `_memory_bench`; prints its rows as JSON)."""
+    import logging
+
+    import guard.cycle
+    from guard.model import ActivitySource, Resource, ScanResult
+
+    logging.disable(logging.WARNING)  # thousands of first-cycle warnings go to the log
+    clock = ManualClock(START)
+    kinds = list(MIX)
+    fleet = []
+    for i in range(size):
+        kind = kinds[i % len(kinds)]
+        account, region = ACCOUNTS[i % 2]["id"], REGIONS[(i // 2) % 2]
+        name = f"{kind[:4]}-{i:06d}"
+        fleet.append(
+            dict(
+                arn=f"arn:aws:sagemaker:{region}:{account}:{kind}/{name}",
+                kind=kind, name=name, account=account, region=region,
+                status="InService", running=True, instance_type="ml.m5.xlarge",
+                instance_count=1, usd_per_hour=Decimal("0.23"), price_source="bundled",
+                created_at=START - timedelta(days=2), running_since=START - timedelta(hours=6),
+                activity_source=ActivitySource.IN_SERVICE_SINCE,
+                tags={"owner": f"user{i % 50}@example.com", "team": f"team-{i % 7}", "env": "dev"},
+                # what a describe leaves in `details` (config, variants, job limits)
+                details={
+                    "key": {"Name": name},
+                    "config": {"Variants": [{"VariantName": "AllTraffic", "InstanceType":
+                               "ml.m5.xlarge", "InitialInstanceCount": 1, "Image":
+                               f"123456789012.dkr.ecr.us-east-1.amazonaws.com/model:{i}"}]},
+                    "environment": {f"VAR_{k}": "x" * 40 for k in range(12)},
+                },
+            )
+        )  # fmt: skip
+    scanned = {(a["id"], r, k) for a in ACCOUNTS for r in REGIONS for k in kinds}
+
+    def fake_scan(ctx: Any) -> ScanResult:
+        now = ctx.now
+        resources = [
+            Resource(
+                **spec,
+                last_activity=now - timedelta(minutes=1) if i % 3 == 0 else None,
+            )
+            for i, spec in enumerate(fleet)
+        ]
+        return ScanResult(resources=resources, scanned=set(scanned))
+
+    guard.cycle.scan = fake_scan  # type: ignore[assignment]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config.model_validate(
+            {
+                "database_url": f"sqlite:///{Path(tmp) / 'bench.db'}",
+                "regions": list(REGIONS),
+                "accounts": ACCOUNTS,
+                "rules": [{"id": "idle", "kind": "notebook", "idle_for": "2h"}],
+                "pricing": {"source": "bundled"},
+                "secrets": Secrets.model_validate({}),
+            }
+        )
+        g = build_guard(cfg, clock)
+        statements = _count_statements(g.store.engine)
+        for n in range(3):
+            if n:
+                clock.advance(timedelta(minutes=5))
+            statements.clear()
+            t = time.perf_counter()
+            run_cycle(g)
+            rows.append(
+                {
+                    "cycle": "first" if n == 0 else f"steady {n}",
+                    "seconds": time.perf_counter() - t,
+                    "statements": statements["n"],
+                    "peak_mb": peak_rss_mb(),
+                    "rss_mb": current_rss_mb(),
+                }
+            )
+    return rows
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Keeping moto (and the 10,000 seeded resources it holds) out of the guard's process means
 the guard's peak RSS and wall time are the guard's own. The parent talks to this process
 over a multiprocessing pipe: it gets the endpoint URL once the fleet is seeded, then sends
-"advance" (move the simulated clock; people keep working), "counts" and "quit".
+"advance" (move the simulated clock; people keep working), "counts" and "quit". With
+`plan["organization"] = N` it first creates an organisation of N member accounts and seeds
+the fleet in each.
 """
 
 from __future__ import annotations
@@ -71,6 +73,74 @@ def _apps(sim: Simulator, count: int, region: str, account: str) -> Callable[[da
     return advance
 
 
+def _clusters(sim: Simulator, count: int, region: str, account: str) -> Callable[[datetime], None]:
+    """HyperPod clusters: a controller and two GPU workers each, half EKS-orchestrated."""
+    groups = (
+        {"InstanceGroupName": "controller", "InstanceType": "ml.t3.medium", "InstanceCount": 1},
+        {"InstanceGroupName": "workers", "InstanceType": "ml.g5.xlarge", "InstanceCount": 2},
+    )
+    for i in range(count):
+        name = f"hp-{account[-4:]}-{region}-{i:04d}"
+        eks = f"eks-{name}" if i % 2 else None
+        sim.add_hyperpod_cluster(name, groups, eks_cluster=eks, region=region, account=account)
+    return lambda now: None  # nothing resizes them
+
+
+def _components(
+    sim: Simulator, count: int, region: str, account: str
+) -> Callable[[datetime], None]:
+    """Inference components, two per ml.g5.12xlarge endpoint (minimum 1); a third serve traffic."""
+    names = []
+    for i in range(count):
+        endpoint = f"ic-{account[-4:]}-{region}-{i // 2:04d}"
+        if i % 2 == 0:
+            sim.add_component_endpoint(
+                endpoint, "ml.g5.12xlarge", 1, min_instance_count=1, region=region, account=account
+            )
+        names.append(f"{endpoint}-{i % 2}")
+        sim.add_inference_component(names[-1], endpoint, copies=1, region=region, account=account)
+    active = names[::3]
+
+    def advance(now: datetime) -> None:
+        for name in active:
+            sim.component_invocations(
+                name, [now - timedelta(minutes=1)], region=region, account=account
+            )
+
+    return advance
+
+
+def _mlflow_servers(
+    sim: Simulator, count: int, region: str, account: str
+) -> Callable[[datetime], None]:
+    """MLflow tracking servers, Small, running since the start; every fourth stopped."""
+    for i in range(count):
+        status = "Stopped" if i % 4 == 3 else "Created"
+        name = f"mlf-{account[-4:]}-{region}-{i:04d}"
+        sim.add_mlflow_server(name, status=status, region=region, account=account)
+    return lambda now: None  # AWS shows no activity for them
+
+
+def _stopped_notebooks(
+    sim: Simulator, count: int, region: str, account: str
+) -> Callable[[datetime], None]:
+    """Stopped notebook instances: volumes that keep billing (notebook_storage)."""
+    for i in range(count):
+        name = f"nbv-{account[-4:]}-{region}-{i:04d}"
+        sim.add_notebook(name, status="Stopped", region=region, account=account)
+    return lambda now: None
+
+
+def _tuning_jobs(
+    sim: Simulator, count: int, region: str, account: str
+) -> Callable[[datetime], None]:
+    """Tuning jobs with three children, two of them running (the training-job kind defers)."""
+    for i in range(count):
+        name = f"hpo-{account[-4:]}-{region}-{i:04d}"
+        sim.add_tuning_job(name, children=3, running=2, region=region, account=account)
+    return lambda now: None
+
+
 SEEDERS: dict[str, Seeder] = {
     "notebook": _notebooks,
     "endpoint": _endpoints,
@@ -78,7 +148,24 @@ SEEDERS: dict[str, Seeder] = {
     "processing_job": _jobs("processing_job"),
     "transform_job": _jobs("transform_job"),
     "studio_app": _apps,
+    "hyperpod_cluster": _clusters,
+    "inference_component": _components,
+    "mlflow_server": _mlflow_servers,
+    "notebook_storage": _stopped_notebooks,
+    "tuning_job": _tuning_jobs,
 }
+
+
+def _organization(sim: Simulator, members: int) -> list[str]:
+    """An organisation of `members` accounts (with the management account, members + 1),
+    spread over two OUs, the second nested in the first; each reached by role cost-guard."""
+    root = sim.create_organization()
+    teams = sim.add_ou("teams", root)
+    ml = sim.add_ou("ml", teams)
+    return [sim.account_id] + [
+        sim.add_account(f"member-{i:03d}", (teams, ml)[i % 2], role_name="cost-guard")
+        for i in range(members)
+    ]
 
 
 def serve(
@@ -89,6 +176,8 @@ def serve(
     clock = ManualClock(start)
     sim = Simulator(clock, regions).start()
     began = time.perf_counter()
+    if plan.get("organization"):  # member accounts created in nested OUs, ids from AWS
+        plan = {**plan, "accounts": _organization(sim, int(plan["organization"]))}
     movers = [
         SEEDERS[kind](sim, count, region, account)
         for account in plan["accounts"]
@@ -96,7 +185,13 @@ def serve(
         for kind, count in plan["fleet"].items()
         if count
     ]
-    conn.send({"endpoint_url": sim.endpoint_url, "seeded_seconds": time.perf_counter() - began})
+    conn.send(
+        {
+            "endpoint_url": sim.endpoint_url,
+            "seeded_seconds": time.perf_counter() - began,
+            "accounts": plan["accounts"],
+        }
+    )
     sim.reset_counts()
     while True:
         command = conn.recv()

@@ -23,10 +23,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard import endpoint_actions, failpoints
+from guard import failpoints
 from guard.aws import AWS_ERRORS, Aws, connection_failed, error_text, not_found
 from guard.config import Config
-from guard.kinds import KINDS, ActionSpec, KindSpec, keeps, request_key
+from guard.kinds import KINDS, ActionSpec, KindSpec, keeps, load, request_key
 from guard.model import Clock, Outcome, Resource
 from guard.store import ActionRow, Store
 
@@ -146,10 +146,11 @@ class Actions:
         # From here the call may reach AWS: committed first, so a crash leaves a row that
         # says so.
         failpoints.reached("action-after-describe")
+        # resolved before the row says *sending*: nothing has gone out if this raises
+        handler: Handler | None = load(spec.handler) if spec.handler else None
         self.store.mark_action_sending(action_id, self.clock.now())
         failpoints.reached("action-before-call")
         try:
-            handler = HANDLERS.get((kind.name, spec.name))
             if handler is not None:
                 return handler(
                     self.client(res), self.store, res, described, action_id, self.clock.now()
@@ -253,12 +254,8 @@ class Actions:
         return done
 
 
-# Kind-specific actions that need more than one call: (kind, action) -> handler. A handler
-# runs after the live checks above, gets the SageMaker client, the store, the resource, its
-# live description, the audit row id (to link what it stores, e.g. an endpoint's restore
-# record) and now; it returns the outcome.
+# An action that needs more than one call names its handler in its registry entry
+# (`ActionSpec.handler`). A handler runs after the live checks above, gets the SageMaker client,
+# the store, the resource, its live description, the audit row id (to link what it stores, e.g.
+# an endpoint's restore record) and now; it returns the outcome.
 Handler = Callable[[Any, Store, Resource, dict[str, Any], int, datetime], Outcome]
-HANDLERS: dict[tuple[str, str], Handler] = {
-    ("endpoint", "delete"): endpoint_actions.delete,
-    ("endpoint", "scale-to-zero"): endpoint_actions.scale_to_zero,
-}

@@ -626,14 +626,23 @@ def _actual_label(st: Status) -> str:
     return "the billing export" if st.actual_source == "billing-export" else "Cost Explorer"
 
 
-def budget_notes(found: Sequence[Status]) -> list[str]:
-    """What each estimate misses, and where Cost Explorer's figure replaced it."""
+def budget_notes(found: Sequence[Status], threshold: float | None = None) -> list[str]:
+    """What each estimate misses, and where Cost Explorer's or the bill's figure replaced it;
+    flagged when the estimate of those days is off the bill by more than `threshold`."""
     notes = []
     for st in found:
         if st.actual_usd is not None:
+            est = st.estimate_on_actual_days_usd
+            flag = ""
+            if threshold is not None and st.actual_source == "billing-export" and st.actual_usd:
+                off = (est - st.actual_usd) / st.actual_usd
+                if abs(off) > Decimal(str(threshold)):
+                    flag = (
+                        f": the estimate is {off:+.0%} off the bill (flagged over {threshold:.0%})"
+                    )
             notes.append(
                 f"{st.budget.id}: {len(st.actual_days)} closed day(s) from {_actual_label(st)}, "
-                f"{dollars(st.actual_usd)} (estimate {dollars(st.estimate_on_actual_days_usd)})"
+                f"{dollars(st.actual_usd)} (estimate {dollars(est)}){flag}"
             )
         if st.unpriced_running or st.unpriced_hours or st.unobserved_hours:
             notes.append(

@@ -31,7 +31,7 @@ from guard.config import (
     load_config,
     parse_duration,
 )
-from guard.kinds import KINDS
+from guard.kinds import KINDS, RestoreSpec, load
 from guard.lifecycle import LIFECYCLE_SCRIPTS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -247,8 +247,17 @@ def main(ctx: click.Context, verbose: bool, config_file: str | None) -> None:
     "--keep-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Leave the demo's SQLite database at this path (default: a temporary one, removed).",
 )  # fmt: skip
-def demo(speed: float, keep_db: Path | None) -> None:
-    """A simulated SageMaker account walked through an evening, in the terminal."""
+@click.option(
+    "--console", "web", is_flag=True,
+    help="Then serve the web console on 127.0.0.1 (the simulated account kept up) until Ctrl-C.",
+)  # fmt: skip
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+    help="With --console: the port (0: any free one).",
+)  # fmt: skip
+def demo(speed: float, keep_db: Path | None, web: bool, port: int) -> None:
+    """A simulated SageMaker account walked through an evening, in the terminal
+    (and with --console, in the web console)."""
     import importlib.util
 
     if importlib.util.find_spec("moto") is None:
@@ -265,7 +274,7 @@ def demo(speed: float, keep_db: Path | None) -> None:
         if not keep_db.parent.is_dir():
             raise Failure(f"--keep-db: the folder {keep_db.parent} does not exist.", EXIT_USAGE)
         keep_db.unlink(missing_ok=True)  # a fresh evening, not one on top of the last
-    run_demo(console, pause=speed, keep_db=keep_db)
+    run_demo(console, pause=speed, keep_db=keep_db, web=port if web else None)
 
 
 def _relog(cfg: Config) -> None:
@@ -365,11 +374,13 @@ def inventory(
     """What is running now, what it costs, and what the rules think of it; then what the last
     scan could not see. With many resources, a summary per kind and account follows."""
     from guard.cycle import LOCK_WAIT_SECONDS
+    from guard.digest import saved_lines, saved_this_month
     from guard.inventory import ScanContext
     from guard.inventory import scan as scan_aws
     from guard.pricing import PriceBook, prices_report
     from guard.reports import (
         SUMMARY_FROM,
+        billing_differences,
         finding_text,
         inventory_for,
         inventory_summary,
@@ -400,6 +411,12 @@ def inventory(
             err.print(f"[red]scan error[/red]: {error}", highlight=False)
     resources = [r for r in guard.store.resources() if show_all or r.running]
     items = inventory_for(guard.store, cfg, now, show_all)
+    from guard.profiles import MAX_LISTED, profiles_of  # weekly usage patterns
+
+    usage = profiles_of(guard.store, cfg, [i["arn"] for i in items[:MAX_LISTED]], now)
+    for item in items:
+        found = usage.get(item["arn"])
+        item["usage"] = found.to_json() if found is not None else None
     if as_json:
         _dump(items)
         return
@@ -410,6 +427,13 @@ def inventory(
             _show(inventory_table(items, cfg, now, None if wide else console.width), wide)
         if summary or len(items) >= SUMMARY_FROM:
             _show(inventory_summary(items, cfg), wide)
+        for item in items if not summary else []:
+            if item["usage"] is not None:  # plain: names are people's text
+                click.echo(f"usage of {item['kind']}/{item['name']}: {item['usage']['text']}")
+    for line in billing_differences(items, cfg):
+        click.echo(line)  # plain: resource names are people's text
+    for line in saved_lines(saved_this_month(guard.store, cfg, now)):
+        click.echo(line)
     # plain echo: one line, never wrapped or read as markup
     click.echo(prices_line(prices_report(prices, resources)))
     for finding in scanned if scan else _last_findings(guard.store):
@@ -555,7 +579,8 @@ def budget(cfg: Config, as_json: bool) -> None:
         console.print("No budgets configured (see `budgets:` in the README).")
     else:
         console.print(budget_table(found, cfg))
-        for note in budget_notes(found):
+        threshold = cfg.billing.threshold if cfg.billing.enabled else None
+        for note in budget_notes(found, threshold):
             console.print(note, highlight=False)
 
 
@@ -577,6 +602,58 @@ def audit(cfg: Config, since: timedelta, as_json: bool, wide: bool) -> None:
         _dump(entries)
     else:
         _show(audit_table(entries, cfg, None if wide else console.width), wide)
+
+
+@main.command("backtest")
+@click.option(
+    "--rules", "rules_file", type=click.Path(dir_okay=False), required=True,
+    help="Candidate rules: a YAML list of rules, or a config file with `rules:`.",
+)  # fmt: skip
+@click.option(
+    "--since", type=Duration(), default="30d", show_default=True, help="How far back, e.g. 7d."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object).")
+@with_config
+def backtest_cmd(cfg: Config, rules_file: str, since: timedelta, as_json: bool) -> None:
+    """Replay the recorded history through candidate rules, next to the current ones: $ each
+    would have saved, its actions, its would-be busy stops. Reads the database only."""
+    from guard import backtest
+    from guard.wiring import build_guard
+
+    try:
+        candidate = backtest.load_rules(Path(rules_file), cfg)
+    except ConfigError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    guard = build_guard(cfg, reconcile=False)
+    now = guard.clock.now()
+    end = guard.store.last_evidence_at(now) or now  # the window ends at the latest snapshot
+    data = backtest.backtest(guard.store, cfg, candidate, end - since, end)
+    if as_json:
+        _dump(data)
+    else:
+        click.echo("\n".join(backtest.text(data, Path(rules_file).name)))
+
+
+@main.command("recommend")
+@click.option(
+    "--since", type=Duration(), default="30d", show_default=True, help="How far back, e.g. 14d."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of proposals).")
+@with_config
+def recommend_cmd(cfg: Config, since: timedelta, as_json: bool) -> None:
+    """Rules the recorded history proves would save more with no would-be busy stop, each
+    with its $ per month, its risk and YAML to paste. Nothing is applied."""
+    from guard import recommend
+    from guard.wiring import build_guard
+
+    guard = build_guard(cfg, reconcile=False)
+    now = guard.clock.now()
+    end = guard.store.last_evidence_at(now) or now  # the window ends at the latest snapshot
+    found = recommend.recommendations(guard.store, cfg, end, since)
+    if as_json:
+        _dump([r.to_json() for r in found])
+    else:
+        click.echo("\n".join(recommend.text(found)))
 
 
 def _resolve(cfg: Config, target: str) -> tuple[Any, str]:
@@ -636,52 +713,60 @@ def restore() -> None:
     """Bring back what cost-guard deleted, from the record it saved first."""
 
 
-@restore.command("endpoint")
-@click.argument("name")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for InService.")
-@click.option(
-    "--timeout",
-    type=Duration(),
-    default="30m",
-    show_default=True,
-    help="How long to wait, e.g. 45m.",
-)
-@with_config
-def restore_endpoint(cfg: Config, name: str, wait: bool, timeout: timedelta) -> None:
-    """Recreate a deleted endpoint with its endpoint config and tags."""
-    import time
+def _restore_command(spec: RestoreSpec) -> click.Command:
+    """`cost-guard restore <spec.command> NAME`, from a kind's registry entry."""
 
-    from guard.endpoint_actions import RestoreError
-    from guard.endpoint_actions import restore_endpoint as restore_it
-    from guard.wiring import build_guard
+    @click.command(spec.command, help=spec.help)
+    @click.argument("name")
+    @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for InService.")
+    @click.option(
+        "--timeout",
+        type=Duration(),
+        default="30m",
+        show_default=True,
+        help="How long to wait, e.g. 45m.",
+    )
+    @with_config
+    def command(cfg: Config, name: str, wait: bool, timeout: timedelta) -> None:
+        import time
 
-    guard = build_guard(cfg, reconcile=False)
+        from guard.wiring import build_guard
 
-    def sagemaker(account_id: str, region: str) -> Any:
-        # None = the caller's own account (the default credential chain)
-        account = next((a for a in cfg.accounts if a.id == account_id), None)
-        return guard.aws.client(account, region, "sagemaker")
+        restore_it, error = load(spec.function), load(spec.error)
+        guard = build_guard(cfg, reconcile=False)
 
-    try:
-        done = restore_it(
-            guard.store, sagemaker, name, clock=guard.clock, sleep=time.sleep,
-            wait=wait, timeout=timeout,
-        )  # fmt: skip
-    except RestoreError as exc:
-        raise click.ClickException(str(exc)) from exc
-    # Plain echo, not rich: these lines are read by scripts too and must not be wrapped.
-    where = f"{done.account} {done.region}"
-    if not done.created:
-        click.echo(f"{done.message} in {where}: nothing recreated.")
-        return
-    click.echo(f"recreated endpoint {name} in {where} from endpoint config {done.config_name}")
-    if done.in_service_at is not None:
-        when = done.in_service_at.astimezone(cfg.tz)
-        click.echo(f"{done.message} at {when:%Y-%m-%d %H:%M %Z}")
-    elif wait:
-        raise click.ClickException(done.message)
-    else:
-        click.echo(f"{done.message}; `aws sagemaker describe-endpoint` shows when it is ready")
+        def sagemaker(account_id: str, region: str) -> Any:
+            # None = the caller's own account (the default credential chain)
+            account = next((a for a in cfg.accounts if a.id == account_id), None)
+            return guard.aws.client(account, region, "sagemaker")
+
+        try:
+            done = restore_it(
+                guard.store, sagemaker, name, clock=guard.clock, sleep=time.sleep,
+                wait=wait, timeout=timeout,
+            )  # fmt: skip
+        except error as exc:
+            raise click.ClickException(str(exc)) from exc
+        # Plain echo, not rich: these lines are read by scripts too and must not be wrapped.
+        where = f"{done.account} {done.region}"
+        if not done.created:
+            click.echo(f"{done.message} in {where}: nothing recreated.")
+            return
+        click.echo(done.recreated(where))
+        if done.in_service_at is not None:
+            when = done.in_service_at.astimezone(cfg.tz)
+            click.echo(f"{done.message} at {when:%Y-%m-%d %H:%M %Z}")
+        elif wait:
+            raise click.ClickException(done.message)
+        else:
+            click.echo(f"{done.message}; {done.ready_hint}")
+
+    return command
+
+
+for _kind in KINDS.values():  # one `restore` command per kind whose entry has one
+    if _kind.restore is not None:
+        restore.add_command(_restore_command(_kind.restore))
 
 
 @main.group()

@@ -6,6 +6,7 @@ defaults. Secrets are read from the environment only and never printed unmasked.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -137,16 +138,20 @@ class Rule(_Frozen):
     accounts: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     instance_types: tuple[str, ...] = ()  # globs, e.g. "ml.g*"
+    names: tuple[str, ...] = ()  # globs on the resource's name, e.g. "staging-*"
     tags: dict[str, str] = Field(default_factory=dict)  # key -> value, or "*" for any value
     idle_for: Duration | None = None
     running_for: Duration | None = None
     cost_per_hour_over: Decimal | None = None
     accrued_cost_over: Decimal | None = None
-    schedule: str | None = None  # cron, in the configured timezone
+    schedule: str | None = None  # cron, in the configured timezone; or "learned"
     utilization_below: UtilizationBelow | None = None  # jobs: GPU/CPU/memory under, for a window
     action: str = NOTIFY
     grace: Duration = timedelta(0)
     channel: str | None = None  # Slack channel for this rule's messages
+    # scale-to-zero of a kind with instance groups (ActionSpec.rule_options): which groups,
+    # by name; empty = all of them
+    instance_groups: tuple[str, ...] = ()
 
     @field_validator("kind")
     @classmethod
@@ -158,7 +163,7 @@ class Rule(_Frozen):
     @field_validator("schedule")
     @classmethod
     def _valid_cron(cls, schedule: str | None) -> str | None:
-        if schedule is not None:
+        if schedule is not None and schedule != "learned":  # learned: guard/rules.py
             try:
                 cron.validate(schedule)
             except ValueError as exc:
@@ -173,12 +178,30 @@ class Rule(_Frozen):
                 f"action {self.action!r} is not available for kind {self.kind!r} "
                 f"(available: {', '.join(allowed)})"
             )
+        if self.schedule == "learned" and (self.idle_for is None or not KINDS[self.kind].idles):
+            raise ValueError(
+                "schedule: learned needs idle_for (the idle rule used while the usage "
+                "pattern is not known well enough) and a kind with activity evidence"
+            )
         if self.idle_for is not None and not KINDS[self.kind].idles:
             raise ValueError(
-                f"idle_for is not available for kind {self.kind!r}: a job works until it ends, "
-                "so time without activity is not idleness (use running_for or "
-                "utilization_below)"
+                f"idle_for is not available for kind {self.kind!r}: time without activity "
+                f"evidence is not idleness for it (its evidence: {KINDS[self.kind].evidence}); "
+                "use running_for, a schedule or utilization_below"
             )
+        action = KINDS[self.kind].actions.get(self.action)
+        for option in ("instance_groups",):
+            if getattr(self, option) and option not in (action.rule_options if action else ()):
+                takes = [
+                    f"{k.name} {a.name}"
+                    for k in KINDS.values()
+                    for a in k.actions.values()
+                    if option in a.rule_options
+                ]
+                raise ValueError(
+                    f"{option} is not available for kind {self.kind!r} with action "
+                    f"{self.action!r} (available for: {', '.join(takes) or 'none'})"
+                )
         if self.utilization_below is not None and not KINDS[self.kind].utilization_namespace:
             with_metrics = [k.name for k in KINDS.values() if k.utilization_namespace]
             raise ValueError(
@@ -199,6 +222,32 @@ class Account(_Frozen):
     # sent with AssumeRole when the member role's trust policy requires one (not a secret:
     # it guards against the confused deputy, not against someone who knows it)
     external_id: str | None = None
+
+
+_OuId = Annotated[str, Field(pattern=r"^(ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32})$")]
+_AccountId = Annotated[str, Field(pattern=r"^\d{12}$")]
+
+
+class Organization(_Frozen):
+    """`accounts: {organization: true, role_name: ..., include_ous: [...], exclude_accounts:
+    [...]}`: the member accounts are listed from AWS Organizations at every cycle (so a new
+    account is scanned without a restart), each reached by assuming `role_name` in it."""
+
+    organization: Literal[True]
+    role_name: str = Field("cost-guard-member", pattern=r"^[\w+=,.@-]{1,64}$")
+    # OU ids (ou-...) or the root (r-...): only accounts under them, at any depth; empty: all
+    include_ous: tuple[_OuId, ...] = ()
+    exclude_accounts: tuple[_AccountId, ...] = ()
+    external_id: str | None = None  # sent with every AssumeRole, as accounts[].external_id
+
+
+class ShardingConfig(_Frozen):
+    """Split the accounts between replicas (daemons or Lambda invocations on one Postgres):
+    each scans only the accounts it holds a lease on (guard/shards.py)."""
+
+    enabled: bool = False
+    # A lease not renewed for this long is free for another replica (default: scan_interval)
+    lease_ttl: Duration | None = None
 
 
 class TagKeys(_Frozen):
@@ -257,6 +306,86 @@ class ServeConfig(_Frozen):
     # /healthz fails when the last successful cycle is older than this
     # (default: three scan intervals)
     healthy_within: Duration | None = None
+    # Where people reach the web console (https://cost-guard.example.com): Slack messages
+    # then link to each resource's page there. None: no link.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+
+    @property
+    def base_url(self) -> str | None:
+        return self.public_url.rstrip("/") if self.public_url else None
+
+
+class OidcConfig(_Frozen):
+    """`web.auth: oidc`: OpenID Connect sign-in against the organisation's IdP. The client
+    secret is read from COST_GUARD_OIDC_CLIENT_SECRET only."""
+
+    issuer: str | None = None  # its discovery document is <issuer>/.well-known/openid-configuration
+    client_id: str | None = None
+    scopes: str = "openid email profile"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "client_secret" in data:
+            raise ValueError(
+                "client_secret is read from the environment only "
+                "(COST_GUARD_OIDC_CLIENT_SECRET), never from the config file"
+            )
+        return data
+
+
+class ProxyAuthConfig(_Frozen):
+    """`web.auth: proxy`: the identity a proxy in front of the console (oauth2-proxy, an ALB's
+    OIDC action) puts in headers, believed only from the proxy's own addresses."""
+
+    trusted: tuple[str, ...] = ()  # addresses or networks of the proxy (10.0.0.0/8)
+    email_header: str = "X-Forwarded-Email"  # ALB: x-amzn-oidc-identity
+    name_header: str | None = "X-Forwarded-Preferred-Username"
+
+    @field_validator("trusted")
+    @classmethod
+    def _networks(cls, trusted: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in trusted:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return trusted
+
+
+class WebConfig(_Frozen):
+    """The web console's sign-in and who may act from it (guard/web/auth.py, actions.py)."""
+
+    # none: nobody signs in (the pages only, no actions); oidc: OpenID Connect login;
+    # proxy: identity headers from a trusted proxy
+    auth: Literal["none", "oidc", "proxy"] = "none"
+    # who may read the pages: anyone who reaches the console, or signed-in people only;
+    # unset: public without `auth`, authenticated with it. Actions always need a sign-in.
+    read_only: Literal["public", "authenticated"] | None = None
+    oidc: OidcConfig = OidcConfig()
+    proxy: ProxyAuthConfig = ProxyAuthConfig()
+    # Emails that may "Stop now" from the console, besides the people whose email Slack maps
+    # to an id (or a group member) on slack.stop_allowed. Snooze and Keep: anyone signed in.
+    stop_allowed: tuple[str, ...] = ()
+    session_lifetime: Duration = timedelta(hours=12)  # a sign-in lasts this long
+
+    @model_validator(mode="after")
+    def _complete(self) -> WebConfig:
+        if self.auth == "oidc" and not (self.oidc.issuer and self.oidc.client_id):
+            raise ValueError("auth: oidc needs oidc.issuer and oidc.client_id")
+        if self.auth == "proxy" and not self.proxy.trusted:
+            raise ValueError(
+                "auth: proxy needs proxy.trusted (the proxy's addresses): identity headers "
+                "from anyone else would be believed"
+            )
+        if self.auth == "none" and self.read_only == "authenticated":
+            raise ValueError("read_only: authenticated needs auth (oidc or proxy) to sign in")
+        return self
+
+    @property
+    def public(self) -> bool:
+        """May people who have not signed in read the pages?"""
+        return self.read_only == "public" or (self.read_only is None and self.auth == "none")
 
 
 class PricingConfig(_Frozen):
@@ -379,6 +508,14 @@ class Secrets(BaseSettings):
     slack_app_token: SecretStr | None = Field(  # Socket Mode (xapp-...)
         None, validation_alias=AliasChoices("SLACK_APP_TOKEN")
     )
+    # the web console: its OpenID Connect client's secret, and the key that signs its
+    # session cookies (the same on every replica)
+    oidc_client_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("COST_GUARD_OIDC_CLIENT_SECRET")
+    )
+    web_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("COST_GUARD_WEB_SECRET")
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -403,11 +540,15 @@ class Config(BaseSettings):
     scan_interval: Duration = timedelta(minutes=5)
     regions: tuple[str, ...] = ("us-east-1",)
     accounts: tuple[Account, ...] = ()
+    # `accounts: {organization: true, ...}` arrives here (see `_organization`)
+    organization: Organization | None = None
+    sharding: ShardingConfig = ShardingConfig()
     kinds: tuple[str, ...] = tuple(KINDS)
     tags: TagKeys = TagKeys()
     slack: SlackConfig = SlackConfig()
     owners: OwnersConfig = OwnersConfig()
     serve: ServeConfig = ServeConfig()
+    web: WebConfig = WebConfig()
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for collectors
     rules: tuple[Rule, ...] = ()
     pricing: PricingConfig = PricingConfig()
@@ -436,6 +577,14 @@ class Config(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment must win over it.
         return (env_settings, init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _organization(cls, data: Any) -> Any:
+        """`accounts:` is either the explicit list or the mapping that turns on discovery."""
+        if isinstance(data, dict) and isinstance(data.get("accounts"), dict):
+            data = {**data, "organization": data["accounts"], "accounts": ()}
+        return data
 
     @field_validator("timezone")
     @classmethod
@@ -574,9 +723,12 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         raw = loaded
     for secret in (*Secrets.model_fields, "secrets"):
         if secret in raw:
+            field = Secrets.model_fields.get(secret)
+            alias = field.validation_alias if field is not None else None
+            env = alias.choices[0] if isinstance(alias, AliasChoices) else secret.upper()
             raise ConfigError(
                 f"{source}: {secret}: secrets are read from the environment only "
-                f"({secret.upper()}), never from the config file"
+                f"({env}), never from the config file"
             )
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -13,20 +13,21 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from guard import billing, budgets, digest
+from guard import billing, budgets, digest, shards
 from guard.actions import Actions, Reconciled
 from guard.aws import Aws
 from guard.config import Config
 from guard.inventory import ScanContext, scan
-from guard.model import Clock, Decision, Resource, Step
+from guard.model import Clock, Decision, Resource, ScanResult, Step, UsagePattern
 from guard.notify import Notice, Notifier
-from guard.pricing import PriceBook, cycle_prices, prices_report
+from guard.organizations import Members
+from guard.pricing import PriceBook, RefreshResult, cycle_prices, prices_report
 from guard.reports import money
 from guard.rules import ENDS_EPISODE, evaluate, retry_at
 from guard.store import Store, instance_id
@@ -50,6 +51,11 @@ class Guard:
     # history retention as scheduler jobs of their own (guard/daemon.py): the cycle then skips
     # them. False (`once`, the Lambda handler): the cycle does all three itself, when due.
     scheduled_separately: bool = False
+    # organisation mode: the member accounts found by the last listing (guard/organizations.py)
+    members: Members = field(default_factory=Members)
+    replica: str = field(default_factory=shards.new_holder)  # this replica's name in leases
+    # (local day, patterns by ARN) for `schedule: learned` rules: relearned once a day
+    learned: tuple[date, dict[str, UsagePattern]] | None = None
 
     def __post_init__(self) -> None:
         if self.notifier is None:
@@ -57,14 +63,42 @@ class Guard:
         self.actions = Actions(self.cfg, self.aws, self.store, self.clock)
 
 
+def _learned(guard: Guard, now: datetime) -> dict[str, UsagePattern] | None:
+    """The weekly usage patterns `schedule: learned` rules read (None without such a rule),
+    learned from the recorded evidence once a local day: a pattern is weeks of history, and
+    reading them is the heaviest query a cycle would make."""
+    if not any(rule.schedule == "learned" for rule in guard.cfg.rules):
+        return None
+    day = now.astimezone(guard.cfg.tz).date()
+    if guard.learned is None or guard.learned[0] != day:
+        from guard.profiles import profiles
+
+        found = profiles(guard.store, guard.cfg, now)
+        guard.learned = (day, {arn: p.pattern for arn, p in found.items()})
+    return guard.learned[1]
+
+
 # A Slack click holds the lock for a moment (its action, its confirmation): worth a short
 # wait rather than a skipped interval. A replica's whole cycle outlasts it: then skip.
 LOCK_WAIT_SECONDS = 2.0
 
 
+# Sharded replicas scan in parallel, then take turns for the rest of the cycle (saving,
+# deciding, acting), which takes seconds: worth waiting for, up to a part of the interval.
+SHARD_LOCK_WAIT_FRACTION = 0.5
+
+
 def run_cycle(guard: Guard) -> dict[str, Any]:
-    """Run one cycle if no other process is running one; return the cycle report."""
-    with guard.store.cycle_lock(timeout=LOCK_WAIT_SECONDS) as held:
+    """Run one cycle if no other process is running one; return the cycle report.
+
+    Sharded (`sharding.enabled`): scan this replica's accounts first, outside the lock (the
+    replicas scan in parallel), then wait for the lock for the rest of the cycle."""
+    scanned, wait = None, LOCK_WAIT_SECONDS
+    if guard.cfg.sharding.enabled:
+        guard.aws.counter.reset()
+        scanned = _scan(guard, guard.clock.now(), time.perf_counter(), sharded=True)
+        wait = guard.cfg.scan_interval.total_seconds() * SHARD_LOCK_WAIT_FRACTION
+    with guard.store.cycle_lock(timeout=wait) as held:
         if not held:
             now = guard.clock.now().isoformat()
             log.info("another replica holds the cycle lock; skipping this cycle")
@@ -73,18 +107,47 @@ def run_cycle(guard: Guard) -> dict[str, Any]:
                 "finished_at": now,
                 "skipped": "another replica is running a cycle",
             }
-        return _cycle(guard)
+        report = _cycle(guard) if scanned is None else _cycle(guard, scanned)
+    if scanned is not None and scanned.claim is not None:
+        report["shard"] = {
+            "replica": guard.replica,
+            "held": list(scanned.claim.held),
+            "scanned": [a.id for a in scanned.claim.scan],
+            "handed_over": shards.rebalance(
+                guard.cfg, guard.store, scanned.claim, guard.clock.now()
+            ),
+        }
+    return report
 
 
-def _cycle(guard: Guard) -> dict[str, Any]:
-    cfg, store, clock = guard.cfg, guard.store, guard.clock
-    assert guard.notifier is not None
-    started = clock.now()
-    wall_start = time.perf_counter()  # the injected clock may stand still (tests, demo)
-    guard.aws.counter.reset()
-    log.info("cycle started", extra={"event": "cycle_started", "instance": instance_id()})
-    settled = reconcile(guard)  # actions a crash or a lost answer left unsettled
+@dataclass
+class _Scanned:
+    """The scan half of a cycle: what was seen, at what prices, in which accounts."""
 
+    started: datetime
+    wall_start: float
+    prices: PriceBook
+    refreshed: RefreshResult | None
+    result: ScanResult
+    errors: list[str]  # the accounts' listing (organisation mode), besides the scan's
+    claim: shards.Claim | None = None
+
+
+def _scan(guard: Guard, started: datetime, wall_start: float, sharded: bool) -> _Scanned:
+    """List the accounts (organisation mode: the members now), take this replica's leases
+    (sharded), load or refresh the prices, scan."""
+    cfg, store = guard.cfg, guard.store
+    found = guard.members.refresh(cfg, guard.aws)
+    if found.accounts != cfg.accounts:
+        # Everything after the scan (actions, Slack clicks, reports) reaches an account
+        # through `cfg.accounts`: the members found now.
+        cfg = guard.cfg = cfg.model_copy(update={"accounts": found.accounts})
+        guard.actions.cfg = cfg
+    claim = None
+    if sharded and cfg.accounts:
+        claim = shards.claim(cfg, store, guard.replica, cfg.accounts, started)
+    elif sharded:
+        log.warning("sharding needs accounts to share (a list or an organisation): not sharded")
     prices, refreshed = (
         (guard.prices, None)
         if guard.prices is not None
@@ -92,14 +155,36 @@ def _cycle(guard: Guard) -> dict[str, Any]:
         if guard.scheduled_separately
         else cycle_prices(cfg, guard.aws, store, started)
     )
-    result = scan(ScanContext(cfg, guard.aws, store, prices, started))
+    if claim is None:
+        result = scan(ScanContext(cfg, guard.aws, store, prices, started))
+    elif claim.scan:  # only the accounts this replica holds and nobody scanned this interval
+        shard_cfg = cfg.model_copy(update={"accounts": claim.scan})
+        result = scan(ScanContext(shard_cfg, guard.aws, store, prices, started))
+    else:
+        result = ScanResult()
+    return _Scanned(started, wall_start, prices, refreshed, result, found.errors, claim)
+
+
+def _cycle(guard: Guard, scanned: _Scanned | None = None) -> dict[str, Any]:
+    store, clock = guard.store, guard.clock
+    assert guard.notifier is not None
+    started = scanned.started if scanned else clock.now()
+    # the injected clock may stand still (tests, demo)
+    wall_start = scanned.wall_start if scanned else time.perf_counter()
+    if scanned is None:
+        guard.aws.counter.reset()
+    log.info("cycle started", extra={"event": "cycle_started", "instance": instance_id()})
+    settled = reconcile(guard)  # actions a crash or a lost answer left unsettled
+
+    scanned = scanned or _scan(guard, started, wall_start, sharded=False)
+    cfg, prices, refreshed, result = guard.cfg, scanned.prices, scanned.refreshed, scanned.result
     store.save_snapshot(result.resources, result.scanned, started, cfg.accrual_policy)
     for account, region, source, at in result.cursors:
         store.set_scan_cursor(account, region, source, at)
 
     now = clock.now()
     episodes, snoozes = store.open_episodes(), store.snoozes(now)
-    decisions = evaluate(result.resources, episodes, snoozes, cfg, now)
+    decisions = evaluate(result.resources, episodes, snoozes, cfg, now, _learned(guard, now))
     # Budgets: warnings queued here; act_at decisions go through the same path as the rules'
     # (never a second action on what a rule acts on this cycle).
     spend = budgets.check(
@@ -108,7 +193,7 @@ def _cycle(guard: Guard) -> dict[str, Any]:
     with _reported("billing", spend.errors):  # the bill per resource, once a day if set
         spend.errors.extend(billing.refresh(cfg, guard.aws, store, now))
     applied = _apply(guard, decisions + spend.decisions)
-    errors = settled.errors + result.errors + spend.errors
+    errors = settled.errors + scanned.errors + result.errors + spend.errors
     errors += [e["error"] for e in applied.pop("errors")]
     guard.notifier.notify_scan_health(errors, result.findings)
     if not guard.scheduled_separately:  # the daemon has a digest job and a retention job

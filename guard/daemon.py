@@ -129,7 +129,8 @@ class Daemon:
         # turn to it, so N replicas scan once per interval between them, not N times. (Only an
         # optimisation: run_cycle's lock is what keeps cycles from overlapping.) A one-off
         # `cost-guard once` or `inventory --scan` is no replica: it never delays the daemon.
-        last = self.guard.store.last_cycle()
+        # Sharded, every replica runs every turn: each scans only its own accounts.
+        last = None if self.guard.cfg.sharding.enabled else self.guard.store.last_cycle()
         if last and last.get("daemon") and last.get("instance") != instance_id():
             since = self.guard.clock.now() - datetime.fromisoformat(last["started_at"])
             if timedelta(0) <= since < self.interval / 2:

@@ -15,6 +15,7 @@ from typing import Any
 from guard import cron
 from guard.config import Config
 from guard.kinds import KINDS
+from guard.model import ActivitySource
 from guard.reports import dollars, finding_text, money
 from guard.rules import human, owner_of
 from guard.store import Store
@@ -35,9 +36,10 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
     """The digest as JSON-able data (money as decimal strings)."""
     today = now.astimezone(cfg.tz).date()
     month_start = today.replace(day=1)
-    everything = {r.arn: r for r in store.resources(include_gone=True)}
-    running = [r for r in everything.values() if r.running]
     month = {arn: x.usd for arn, x in store.spent(month_start, today + timedelta(days=1)).items()}
+    # the running ones and this month's spenders, not every resource ever seen
+    everything = {r.arn: r for r in store.digest_resources(month)}
+    running = [r for r in everything.values() if r.running]
     yesterday = {arn: x.usd for arn, x in store.spent(today - timedelta(days=1), today).items()}
 
     # $/h totals sum the known prices only; `unpriced` counts the running resources whose
@@ -85,12 +87,6 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
     # strictly after: an action in the same instant as the last digest was in that one
     done = [a for a in store.audit(since) if a.action != "warn" and since < a.at <= now]
     last = store.last_cycle() or {}
-    month_began = datetime.combine(month_start, time(), cfg.tz)
-    savings = store.savings(now)
-    # what each action saved this month; None where the price is unknown (listed, not $0)
-    amounts = [(s, s.usd(month_began)) for s in savings]
-    saved = sum((usd for _, usd in amounts if usd is not None), Decimal(0))
-    unknown = [s for s, usd in amounts if usd is None and s.until > month_began]
     return {
         "at": now.isoformat(),
         "running": len(running),
@@ -133,6 +129,19 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
             for a in done
         ],
         "findings": [finding_text(f) for f in last.get("findings", [])],
+        # storage that bills while nothing runs on it, longest unstarted first
+        "idle_storage": [
+            {
+                "kind": r.kind,
+                "name": r.name,
+                "usd_per_hour": money(r.usd_per_hour),
+                "days_since_start": (now - r.last_activity).days if r.last_activity else None,
+            }
+            for r in sorted(
+                (r for r in running if r.activity_source is ActivitySource.LAST_START),
+                key=lambda r: r.last_activity or now,
+            )[:LISTED]
+        ],
         "scan_errors": list(last.get("errors", [])),
         "by_owner": _ranked(by_owner),
         "by_team": _ranked(by_team),
@@ -147,23 +156,46 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
             }
             for r in idle
         ],
-        "saved": {
-            "month_to_date_usd": money(saved, 2),
-            "actions": len(savings),
-            "still_off": sum(1 for s in savings if s.ongoing),
-            "usd_per_hour_still_off": money(
-                sum(
-                    (s.usd_per_hour for s in savings if s.ongoing and s.usd_per_hour is not None),
-                    Decimal(0),
-                )
-            ),
-            "unpriced_still_off": sum(1 for s in savings if s.ongoing and s.usd_per_hour is None),
-            # actions on resources of unknown price: their saving is unknown, not $0, and not
-            # in month_to_date_usd
-            "unpriced_actions": len(unknown),
-            "unknown": [{"kind": s.kind, "name": s.name, "action": s.action} for s in unknown],
-            "method": SAVINGS_METHOD,
-        },
+        "saved": saved_this_month(store, cfg, now),
+        "recommendations": weekly_recommendations(cfg, store, now),
+    }
+
+
+def weekly_recommendations(cfg: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
+    """Monday's digest (local time) carries the rules the history says would save more
+    (guard/recommend.py); the other days' digests do not repeat them."""
+    if now.astimezone(cfg.tz).weekday() != 0:
+        return []
+    from guard.recommend import recommendations
+
+    return [r.to_json() for r in recommendations(store, cfg, now)[:3]]
+
+
+def saved_this_month(store: Store, cfg: Config, now: datetime) -> dict[str, Any]:
+    """What cost-guard's actions saved this (local) month, and how that is computed: the
+    digest's `saved`, also under `cost-guard inventory`."""
+    month_began = datetime.combine(now.astimezone(cfg.tz).date().replace(day=1), time(), cfg.tz)
+    savings = store.savings(now)
+    # what each action saved this month; None where the price is unknown (listed, not $0)
+    amounts = [(s, s.usd(month_began)) for s in savings]
+    saved = sum((usd for _, usd in amounts if usd is not None), Decimal(0))
+    unknown = [s for s, usd in amounts if usd is None and s.until > month_began]
+    return {
+        "month_to_date_usd": money(saved, 2),
+        "actions": len(savings),
+        "still_off": sum(1 for s in savings if s.ongoing),
+        "usd_per_hour_still_off": money(
+            sum(
+                (s.usd_per_hour for s in savings if s.ongoing and s.usd_per_hour is not None),
+                Decimal(0),
+            )
+        ),
+        "unpriced_still_off": sum(1 for s in savings if s.ongoing and s.usd_per_hour is None),
+        # actions on resources of unknown price: their saving is unknown, not $0, and not
+        # in month_to_date_usd
+        "unpriced_actions": len(unknown),
+        "unknown": [{"kind": s.kind, "name": s.name, "action": s.action} for s in unknown],
+        "method": SAVINGS_METHOD,
     }
 
 
@@ -202,6 +234,15 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
     lines.append("By kind: " + _join(kinds))
     lines.append("By owner (month): " + _join(_top(d["by_owner"])))
     lines.append("By team (month): " + _join(_top(d["by_team"])))
+    if d.get("idle_storage"):
+        lines.append(
+            "Storage billing while stopped: "
+            + _join(
+                f"{i['name']} {_hourly(i['usd_per_hour'])}, {i['days_since_start']} d since "
+                "last start"
+                for i in d["idle_storage"]
+            )
+        )
     if d["top_idle"]:
         lines.append("Top idle spenders:")
         lines.extend(
@@ -234,22 +275,32 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
         )
     lines.extend(f"Finding: {f}" for f in d["findings"])
     lines.extend(f"Cannot see: {e}" for e in d["scan_errors"])
-    saved = d["saved"]
-    if saved["actions"]:
-        lines.append(
-            f"Saved by cost-guard this month: ${saved['month_to_date_usd']} "
-            f"({saved['actions']} action(s); {saved['still_off']} still off, "
-            f"{_hourly(saved['usd_per_hour_still_off'], saved['unpriced_still_off'])})"
-            + (
-                f"; unknown for {saved['unpriced_actions']} at an unknown price: "
-                + ", ".join(f"{u['kind']}/{u['name']}" for u in saved["unknown"][:LISTED])
-                + "."
-                if saved["unpriced_actions"]
-                else "."
-            )
+    lines.extend(saved_lines(d["saved"]))
+    if d.get("recommendations"):  # weekly: `cost-guard recommend` has the YAML to paste
+        lines.append("Rules to consider (backtested on the last 30 days; nothing is applied):")
+        lines.extend(
+            f"• +${r['usd_per_month']}/month: {r['title']} ({r['risk'].split(':')[0]} risk)"
+            for r in d["recommendations"]
         )
-        lines.append(f"Saved = {saved['method']}.")
     return title, lines
+
+
+def saved_lines(saved: dict[str, Any]) -> list[str]:
+    """`saved_this_month` for people, and how it is computed (nothing before a first action)."""
+    if not saved["actions"]:
+        return []
+    unknown = (
+        f"; unknown for {saved['unpriced_actions']} at an unknown price: "
+        + ", ".join(f"{u['kind']}/{u['name']}" for u in saved["unknown"][:LISTED])
+        if saved["unpriced_actions"]
+        else ""
+    )
+    return [
+        f"Saved by cost-guard this month: ${saved['month_to_date_usd']} "
+        f"({saved['actions']} action(s); {saved['still_off']} still off, "
+        f"{_hourly(saved['usd_per_hour_still_off'], saved['unpriced_still_off'])}){unknown}.",
+        f"Saved = {saved['method']}.",
+    ]
 
 
 def fields(d: dict[str, Any]) -> list[tuple[str, str]]:

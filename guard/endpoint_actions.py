@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from guard import failpoints
 from guard.aws import not_found, pages
+from guard.inference_actions import ASYNC_CAPACITY, Rescaled, async_scale_to_zero, restore_capacity
 from guard.model import Clock, Outcome, Resource
 from guard.scanners.endpoint import min_instances
 from guard.store import Store
@@ -98,8 +99,11 @@ def scale_to_zero(
 
     Only variants with managed instance scaling and a minimum of 0 (inference-component
     endpoints) may run at zero instances; for any other endpoint SageMaker refuses, so the
-    action is refused here with the reason, before any call.
+    action is refused here with the reason, before any call. An asynchronous endpoint scales to
+    zero through Application Auto Scaling instead (`guard.inference_actions`).
     """
+    if "AsyncInferenceConfig" in described:
+        return async_scale_to_zero(client, store, res, described, action_id, now)
     variants = [v for v in described.get("ProductionVariants", []) if not _serverless(v)]
     stored = {v["name"]: v for v in res.details.get("variants", [])}
     blocked = [
@@ -155,6 +159,14 @@ class Restored:
     in_service_at: datetime | None
     message: str
 
+    def recreated(self, where: str) -> str:
+        """What `cost-guard restore` did, for people and scripts."""
+        return f"recreated endpoint {self.name} in {where} from endpoint config {self.config_name}"
+
+    @property
+    def ready_hint(self) -> str:
+        return "`aws sagemaker describe-endpoint` shows when it is ready"
+
 
 def restore_endpoint(
     store: Store,
@@ -166,8 +178,9 @@ def restore_endpoint(
     wait: bool = True,
     timeout: timedelta = timedelta(minutes=30),
     poll_every: timedelta = timedelta(seconds=30),
-) -> Restored:
-    """Recreate a deleted endpoint from its stored record (same config name, same tags).
+) -> Restored | Rescaled:
+    """Recreate a deleted endpoint from its stored record (same config name, same tags); for
+    an asynchronous endpoint cost-guard scaled to zero, register its saved minimum again.
 
     `sagemaker(account, region)` gives a client; `clock` and `sleep` are injected so the wait
     for InService is tested without waiting. Raises `RestoreError` when there is no record or
@@ -180,6 +193,8 @@ def restore_endpoint(
             "of that name (or its record was pruned)"
         )
     record, client = row.record, sagemaker(row.account, row.region)
+    if record.get("restores") == ASYNC_CAPACITY:
+        return restore_capacity(row, client, store, clock.now())
     config_name = str(record["endpoint_config_name"])
 
     def result(created: bool, status: str, at: datetime | None, message: str) -> Restored:

@@ -12,6 +12,11 @@ from guard.config import Config
 from guard.kinds import KINDS
 
 ALWAYS = ("sts:GetCallerIdentity",)  # which account the default credentials belong to
+DISCOVERY = (  # `accounts: {organization: true}`: ListAccounts, or the OUs under include_ous
+    "organizations:ListAccounts",
+    "organizations:ListAccountsForParent",
+    "organizations:ListOrganizationalUnitsForParent",
+)
 
 
 def policy(cfg: Config, read_only: bool = False) -> dict[str, Any]:
@@ -53,6 +58,18 @@ def policy(cfg: Config, read_only: bool = False) -> dict[str, Any]:
             }
         )
     roles = sorted(a.role_arn for a in cfg.accounts if a.role_arn)
+    if cfg.organization is not None:
+        # Listing the members (guard/organizations.py): from the management account or a
+        # delegated administrator; then the same role name in every member account.
+        statements.append(
+            {
+                "Sid": "DiscoverMemberAccounts",
+                "Effect": "Allow",
+                "Action": list(DISCOVERY),
+                "Resource": "*",
+            }
+        )
+        roles.append(f"arn:aws:iam::*:role/{cfg.organization.role_name}")
     if roles:
         statements.append(
             {

@@ -1,11 +1,12 @@
 """What a person asks for about one resource: snooze it, keep it, stop it now.
 
-Slack's buttons and `cost-guard snooze` come through here, so a snooze means the same
-wherever it was asked for: no warning and no action until it ends, the open warning closed,
-and its Slack message updated to say who snoozed it, until when. "Stop now" is the rule's own
-action taken before its deadline: it passes every check the cycle's action would (not exempt,
-not snoozed, not unknown, the rule still matches, so not recently active), goes through the
-same dry-run gate and audit trail, and never runs beside a cycle.
+Slack's buttons, the web console's (guard/web/actions.py) and `cost-guard snooze` come
+through here, so a snooze means the same wherever it was asked for: no warning and no action
+until it ends, the open warning closed, and its Slack message updated to say who snoozed it,
+until when. "Stop now" is the rule's own action taken before its deadline: it passes every
+check the cycle's action would (not exempt, not snoozed, not unknown, the rule still matches,
+so not recently active), goes through the same dry-run gate and audit trail, and never runs
+beside a cycle.
 """
 
 from __future__ import annotations
@@ -60,10 +61,19 @@ def snooze(
 
 
 def stop_now(
-    guard: Guard, res: Resource, episode_id: int, *, by: str, click: int, allowed: bool
+    guard: Guard,
+    res: Resource,
+    episode_id: int,
+    *,
+    by: str,
+    click: int,
+    allowed: bool,
+    via: str = "Slack",
+    allow_list: str = "slack.stop_allowed",
 ) -> Answer:
     """Take the warning's action now instead of at its deadline, if it may be taken at all;
-    `allowed`: the person is on `slack.stop_allowed`."""
+    `allowed`: the person is on `allow_list`; `via`: where they clicked (Slack, the web
+    console), for the audit trail and the answers."""
     found = guard.store.episode(episode_id)
     if found is None or found[0].arn != res.arn:
         log.warning("Stop now by %s for unknown episode %s of %s", by, episode_id, res.arn)
@@ -76,7 +86,7 @@ def stop_now(
         return Answer("refused", why)
 
     if not allowed:
-        return refuse("only the people on slack.stop_allowed may stop from Slack")
+        return refuse(f"only the people on {allow_list} may stop from {via}")
     if episode.acted_at is not None:  # acted (a done action also ends the episode)
         return refuse("cost-guard has already acted on this warning")
     if ended_at is not None:
@@ -91,7 +101,7 @@ def stop_now(
         now = guard.clock.now()
         if (why := _blocker(guard, res, episode, now)) is not None:
             return refuse(why)
-        reason = f"Stop now clicked in Slack by {by}"
+        reason = f"Stop now clicked in {via} by {by}"
         outcome = guard.actions.execute(
             res, action, rule_id=episode.rule_id, episode_id=episode.id, reason=reason
         )

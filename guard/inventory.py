@@ -19,21 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from guard.aws import AWS_ERRORS, error_text
 from guard.config import Account, Config
-from guard.kinds import (
-    ENDPOINT,
-    KINDS,
-    NOTEBOOK,
-    PROCESSING_JOB,
-    STUDIO_APP,
-    TRAINING_JOB,
-    TRANSFORM_JOB,
-    KindSpec,
-)
+from guard.kinds import KINDS, KindSpec, load
 from guard.model import Finding, Resource, ScanResult, parse_time
-from guard.scanners import endpoint, jobs, notebook, studio
 from guard.scanning import ScanContext, Target
 
-__all__ = ["SCANNERS", "Progress", "ScanContext", "Target", "reporting_progress", "scan"]
+__all__ = ["Progress", "ScanContext", "Target", "reporting_progress", "scan", "scanner"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +90,8 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
     for kind in ctx.cfg.kinds:
         before = (len(target.resources), len(target.findings), len(target.cursors))
         try:
-            SCANNERS[kind](ctx, target, KINDS[kind])
+            spec = KINDS[kind]
+            scanner(spec)(ctx, target, spec)
             target.findings.extend(ignored_time_tags(ctx.cfg, target.resources[before[0] :]))
         except SQLAlchemyError:
             raise  # the database failed (an outage), not this scan: the whole cycle fails
@@ -131,7 +122,8 @@ def ignored_time_tags(cfg: Config, resources: Iterable[Resource]) -> list[Findin
     The resource is judged without it (not snoozed; activity from its other evidence)."""
     found = []
     for res in resources:
-        keys = [cfg.tags.snooze] + ([cfg.tags.heartbeat] if res.kind in HEARTBEAT_KINDS else [])
+        heartbeat = res.kind in KINDS and KINDS[res.kind].heartbeat  # the scanner reads it
+        keys = [cfg.tags.snooze] + ([cfg.tags.heartbeat] if heartbeat else [])
         for key in keys:
             value = res.tags.get(key, "")
             if value.strip() and parse_time(value) is None:
@@ -157,13 +149,10 @@ def shown(value: str, limit: int = 40) -> str:
     return repr(cut + ("…" if len(value) > limit else ""))
 
 
-HEARTBEAT_KINDS = frozenset({NOTEBOOK.name, STUDIO_APP.name})  # kinds whose scanner reads it
+Scanner = Callable[[ScanContext, Target, KindSpec], None]
 
-SCANNERS: dict[str, Callable[[ScanContext, Target, KindSpec], None]] = {
-    NOTEBOOK.name: notebook.scan,
-    ENDPOINT.name: endpoint.scan,
-    TRAINING_JOB.name: jobs.scan,
-    PROCESSING_JOB.name: jobs.scan,
-    TRANSFORM_JOB.name: jobs.scan,
-    STUDIO_APP.name: studio.scan,
-}
+
+def scanner(spec: KindSpec) -> Scanner:
+    """The kind's scan function, named by its registry entry (`KindSpec.scanner`)."""
+    found: Scanner = load(spec.scanner)
+    return found

@@ -82,6 +82,11 @@ class ActivitySource(enum.StrEnum):
     INVOCATIONS = "invocations-metric"  # last CloudWatch Invocations datapoint (endpoints)
     NO_INVOCATIONS = "no-invocations"  # no Invocations datapoint in the whole window looked at
     IN_SERVICE_SINCE = "in-service-since"  # no activity seen: idle since it started
+    # the last period a node was busy (HyperPod: Container Insights GPU/CPU utilization)
+    NODE_UTILIZATION = "node-utilization"
+    LAST_SCALED = "last-scaled"  # no utilization published: when an instance group last resized
+    # storage that bills while stopped: when its notebook instance or space was last started
+    LAST_START = "last-start"
     UNKNOWN = "unknown"  # a call failed: nothing may act on this resource this cycle
 
 
@@ -147,6 +152,16 @@ class Resource:
         return (self.usd_per_hour * hours).quantize(Decimal("0.01"))
 
 
+@dataclass(frozen=True)
+class UsagePattern:
+    """A resource's weekly usage pattern (guard/profiles.py), for `schedule: learned`."""
+
+    usual: frozenset[int]  # hours of the week it is usually used (0 = Monday 00-01, local)
+    weeks: float  # of recorded history it was learned from
+    confidence: float  # 0..1: the share of its uses in those hours, less while history is short
+    text: str = ""  # for people: "used weekdays 09-18; idle every night ..."
+
+
 def utilization_key(metric: str, window: timedelta) -> str:
     return f"{metric}/{int(window.total_seconds())}"
 
@@ -210,6 +225,7 @@ class Finding:
     subject: str  # "domain d-abc123", "user profile alice in d-abc123"
     problem: str  # what is wrong, for people
     fix: str = ""  # what to do about it
+    usd: Decimal | None = None  # the money at stake, where there is a figure (reserved capacity)
 
 
 @dataclass

@@ -14,10 +14,11 @@ import http.client
 import logging
 import re
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -37,6 +38,7 @@ from guard import failpoints
 from guard.config import Config
 from guard.kinds import KINDS, console_url, keeps
 from guard.model import Clock, Finding, Resource
+from guard.profiles import resource_profile
 from guard.reports import dollars, finding_text
 from guard.rules import owner_of
 from guard.store import OutboxRow, Store
@@ -65,6 +67,7 @@ METADATA_EVENT = "cost_guard_outbox"
 # What talking to Slack can raise besides an API error: refused, reset, timed out, cut short.
 # Database errors are deliberately not here: they must not pass for a failed send.
 _NETWORK_ERRORS = (SlackClientError, OSError, http.client.HTTPException)
+_OUTBOX_PAGE = 200  # messages read from the outbox at a time
 _USER_ID = re.compile(r"<?@?([UW][A-Z0-9]{6,})>?")
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+>")
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")  # channel names are lowercase
@@ -339,6 +342,10 @@ class Notifier:
             ("Owner", owner),
             ("Why", f"{n.rule_id}: {n.reason}"),
         ]
+        if (usage := resource_profile(self.store, self.cfg, res.arn, now)) is not None:
+            fields.append(("Usage", usage.text))  # its weekly pattern (guard/profiles.py)
+        if billing := res.details.get("billing"):  # not per instance-hour: how it is billed
+            fields.append(("Billed", str(billing)))
         long, short = self._outcome(n, now)
         title = kind.title[:1].upper() + kind.title[1:]
         url = console_url(kind, res)
@@ -356,6 +363,9 @@ class Notifier:
         if self.transport == "bot" and n.state in _ARMED and self.cfg.slack.interactive:
             blocks.append(_buttons(n, url))
         link = f"<{_esc(url)}|Open in the AWS console> · {n.mode} · cost-guard"
+        page = resource_page_url(self.cfg, res)
+        if page is not None:  # `serve.public_url` is set: the console's page of it
+            link = f"<{_esc(page)}|Open in cost-guard> · {link}"
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=link)]))
         short_price = "price unknown" if res.usd_per_hour is None else price
         plain = [f"[{n.state}] {title} {res.name}", *(f"  {k}: {v}" for k, v in fields)]
@@ -365,6 +375,8 @@ class Notifier:
             "blocks": [b.to_dict() for b in blocks],
             "plain": "\n".join([*plain, f"  What happens: {long}", f"  Console: {url}"]),
         }
+        if page is not None:
+            payload["plain"] += f"\n  cost-guard: {page}"
         if n.state != "warned":
             extra = f" ({n.detail})" if n.detail and n.detail not in short else ""
             payload["thread_text"] = _esc(short + extra, ours)
@@ -498,8 +510,8 @@ class Notifier:
         counts = {"sent": 0, "failed": 0, "pending": 0}
         blocked: set[str] = set()  # resources whose earlier message is still undelivered
         down = False
-        stale: list[OutboxRow] = []
-        for row in self.store.pending_messages():
+        stale, oldest = 0, None
+        for row in self._pending():
             lane = row.arn or f"episode:{row.episode_id}"
             if row.key.endswith(":dm"):
                 lane += ":dm"  # the owner's copies: in order, but never holding the channel's
@@ -529,15 +541,25 @@ class Notifier:
             blocked.add(lane)
             counts["pending"] += 1
             if now - row.created_at > self.cfg.slack.stuck_after:
-                stale.append(row)
-        if stale:
-            oldest, bound = stale[0], self.cfg.slack.stuck_after
+                stale, oldest = stale + 1, oldest or row
+        if oldest is not None:
             log.error(
                 "%d Slack message(s) undelivered for over %s; oldest %s since %s, last error: %s",
-                *(len(stale), bound, oldest.key, oldest.created_at.isoformat()),
+                *(stale, self.cfg.slack.stuck_after, oldest.key, oldest.created_at.isoformat()),
                 oldest.last_error or "waiting for an earlier message",
             )
         return counts
+
+    def _pending(self) -> Iterator[OutboxRow]:
+        """The queue, oldest first, a page at a time: after a first cycle over a big estate
+        it holds thousands of messages, each with its rendered blocks."""
+        after = 0
+        while True:
+            page = self.store.pending_messages(after, _OUTBOX_PAGE)
+            yield from page
+            if len(page) < _OUTBOX_PAGE:
+                return
+            after = page[-1].id
 
     def _send(self, row: OutboxRow) -> None:
         """Returns once Slack accepted the message; raises `_SendFailed` otherwise."""
@@ -803,6 +825,12 @@ def _ours(*mentions: str) -> frozenset[str]:
     """The mentions among these that cost-guard built (`<@U…>`: a resolved owner, the person
     who clicked), to be kept by `_esc`."""
     return frozenset(m for m in mentions if _MENTION.fullmatch(m))
+
+
+def resource_page_url(cfg: Config, res: Resource) -> str | None:
+    """The web console's page of `res` (guard/web/pages.py), when `serve.public_url` is set."""
+    base = cfg.serve.base_url
+    return None if base is None else f"{base}/resource/{quote(res.arn, safe=':/')}"
 
 
 def _esc(text: str, ours: Collection[str] = ()) -> str:

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from guard.aws import AWS_ERRORS, Aws, error_text, pages
 from guard.config import Config, PricingConfig
+from guard.kinds import price_list_components, price_usage_operations
 from guard.tables import PriceRefreshRow, PriceRow
 
 if TYPE_CHECKING:
@@ -427,27 +428,16 @@ def _norm(value: str) -> str:
     return _LETTERS.sub("", value.lower())
 
 
-# platoinstancetype / component values (normalized) -> our component names. Studio Classic's
-# KernelGateway apps run on "Studio Notebook" instances.
-_COMPONENTS = {
-    "notebook": "Notebook",
-    "hosting": "Hosting",
-    "training": "Training",
-    "processing": "Processing",
-    "batchtransform": "BatchTransform",
-    "studiojupyterlab": "Studio-JupyterLab",
-    "studiocodeeditor": "Studio-CodeEditor",
-    "studionotebook": "Studio-KernelGateway",
-}
-# usage type operation (`USE1-Host:ml.m5.xlarge`) -> component
-_USAGE_OPERATIONS = {
-    "notebk": "Notebook",
-    "host": "Hosting",
-    "train": "Training",
-    "processing": "Processing",
-    "tsform": "BatchTransform",
-}
-_STUDIO_USAGE = re.compile(r"^Studio:([A-Za-z]+)-(ml\..+)$")
+# platoinstancetype / component values (normalized) -> our component names, and usage type
+# operations (`USE1-Host:ml.m5.xlarge` -> "host") -> component: each kind's entry declares its
+# own (`KindSpec.price_list_components`, `price_usage_operations`).
+_COMPONENTS = price_list_components()
+_USAGE_OPERATIONS = price_usage_operations()
+# Studio apps (`Studio:JupyterLab-ml.t3.medium`) and RStudio (`RStudio:RSessionGateway-ml.…`)
+_STUDIO_USAGE = re.compile(r"^R?Studio:([A-Za-z]+)-(ml\..+)$")
+# An hourly item billed per session or size, not per ml. instance (`Canvas:Session-Hrs`):
+# keyed by "<operation>-<what>", lower case ("canvas-session"), as the kinds look it up.
+_PER_HOUR_ITEM = re.compile(r"^([A-Za-z]+):([A-Za-z]+)-Hrs$")
 
 
 def parse_price_item(item: str | Mapping[str, Any]) -> tuple[Key, Decimal, str] | str:
@@ -464,7 +454,7 @@ def parse_price_item(item: str | Mapping[str, Any]) -> tuple[Key, Decimal, str] 
     component, usage_instance = _component(attrs, usage_type)
     if component is None:
         return "component not used"
-    instance_type = _instance_type(attrs) or usage_instance
+    instance_type = _instance_type(attrs) or usage_instance or _per_hour_item(usage_type)
     if not instance_type:
         return "not an ml. instance"
     usd = _hourly_usd(data.get("terms", {}).get("OnDemand", {}))
@@ -486,6 +476,13 @@ def _component(attrs: Mapping[str, str], usage_type: str) -> tuple[str | None, s
     if studio:
         return _COMPONENTS.get(_norm(f"studio{studio.group(1)}")), usage_instance
     return _USAGE_OPERATIONS.get(operation.lower()), usage_instance
+
+
+def _per_hour_item(usage_type: str) -> str | None:
+    """`USE1-Canvas:Session-Hrs` -> "canvas-session"; None for anything else."""
+    head, _, rest = usage_type.partition(":")
+    found = _PER_HOUR_ITEM.match(f"{head.rsplit('-', 1)[-1]}:{rest}")
+    return f"{found.group(1)}-{found.group(2)}".lower() if found else None
 
 
 def _instance_type(attrs: Mapping[str, str]) -> str | None:

@@ -158,6 +158,7 @@ _INVENTORY_COLUMNS: tuple[tuple[str, str, bool, int], ...] = (
     ("state", "state", False, 18),
     ("usd_per_hour", "$/h", True, 8),
     ("month", "month $", True, 9),
+    ("billed", "billed $", True, 10),  # only with a billing export (`billing:`)
     ("owner", "owner", False, 18),
     ("activity", "last activity", False, 20),
     ("status", "status", False, 10),
@@ -241,6 +242,7 @@ def inventory_table(
     (`--wide`): every column, nothing shortened."""
     rows = [_inventory_cells(item, cfg) for item in items]
     several = {k: len({item[k] for item in items}) > 1 for k in ("account", "region")}
+    several["billed"] = any("billed_usd" in item for item in items)
     keys = [c for c in _INVENTORY_COLUMNS if several.get(c[0], True)]
 
     def natural(key: str, header: str, cap: int) -> int:
@@ -304,13 +306,45 @@ def _inventory_cells(item: Mapping[str, Any], cfg: Config) -> dict[str, str]:
         "status": str(item["status"]),
         "owner": item["owner"] or "",
         "month": str(item["accrued_month_usd"]),
+        "billed": _billed_cell(item),
         "activity": activity,
         "instance": f"{item['instance_type']}" + (f" x{count}" if count != 1 else ""),
         "today": str(item["accrued_today_usd"]),
     }
 
 
+def _billed_cell(item: Mapping[str, Any]) -> str:
+    """This month's billed figure, marked `!` when a day of it differs from the estimate by
+    more than `billing.threshold`; blank when the bill has no line for the resource yet."""
+    if item.get("billed_usd") is None:
+        return ""
+    flagged = any(day["flagged"] for day in item.get("billing", ()))
+    return f"{item['billed_usd']}{' !' if flagged else ''}"
+
+
+def billing_differences(items: Sequence[Mapping[str, Any]], cfg: Config) -> list[str]:
+    """A line per resource-day whose estimate and bill differ by more than the threshold:
+    what `!` in the inventory's billed column stands for."""
+    lines = []
+    for item in items:
+        for day in item.get("billing", ()):
+            if not day["flagged"]:
+                continue
+            est, bill = Decimal(day["estimated_usd"]), Decimal(day["billed_usd"])
+            off = f" ({(est - bill) / bill:+.0%} of the bill)" if bill else ""
+            lines.append(
+                f"{item['kind']}/{item['name']} {day['day']}: estimated ${est:,.2f}, "
+                f"billed ${bill:,.2f}{off}"
+            )
+    if lines:
+        lines.insert(0, f"estimate and bill differ by more than {cfg.billing.threshold:.0%}:")
+    return lines
+
+
 def _total(items: Sequence[Mapping[str, Any]], key: str) -> str:
+    if key == "billed":  # what the bill has lines for (blank ones are not $0: not billed yet)
+        billed = [Decimal(i["billed_usd"]) for i in items if i.get("billed_usd") is not None]
+        return f"{sum(billed, Decimal(0)):.2f}" if billed else ""
     field = {"usd_per_hour": "usd_per_hour", "month": "accrued_month_usd"}.get(key)
     field = field or ("accrued_today_usd" if key == "today" else None)
     if field is None:

@@ -25,6 +25,7 @@ from guard.model import (
     Episode,
     Resource,
     Step,
+    UsagePattern,
     parse_time,
     utilization_key,
 )
@@ -75,7 +76,9 @@ def snoozed_until(
 
 def last_fire(schedule: str, tz: ZoneInfo, now: datetime) -> datetime | None:
     """The latest time at or before `now` at which the cron `schedule` fired (standard
-    crontab semantics: see `guard.cron`)."""
+    crontab semantics: see `guard.cron`); None for `schedule: learned`."""
+    if schedule == LEARNED:
+        return None
     return cron.last_fire(schedule, tz, now)
 
 
@@ -102,6 +105,23 @@ def _idle_reason(res: Resource, idle: timedelta, tz: ZoneInfo) -> str:
         return f"no invocations for {human(idle)} (last at {clock_time(res.last_activity, tz)})"
     if res.activity_source is ActivitySource.NO_INVOCATIONS:
         return f"no invocations at all in the last {human(idle)}"
+    if res.activity_source is ActivitySource.NODE_UTILIZATION:
+        # details from the scanner: what a busy node is, and when one was last seen
+        busy = res.details.get("busy_when") or "busy node"
+        last = parse_time(res.details.get("last_busy"))
+        seen = f"; last at {clock_time(last, tz)}" if last else ""
+        return f"no {busy} for {human(idle)} (node utilization{seen})"
+    if res.activity_source is ActivitySource.LAST_SCALED and res.last_activity:
+        when = clock_time(res.last_activity, tz)
+        return (
+            f"no instance group changed size for {human(idle)} (last at {when}; "
+            "no node utilization published)"
+        )
+    if res.activity_source is ActivitySource.LAST_START and res.last_activity:
+        # storage: `last_started_from` says whether that is its last start or its stop
+        when = clock_time(res.last_activity, tz)
+        seen = res.details.get("last_started_from") or "last start"
+        return f"not started for {human(idle)} ({seen}: {when}); its storage keeps billing"
     return f"no activity seen in the {human(idle)} since it started"
 
 
@@ -133,8 +153,16 @@ def tags_match(selector: Mapping[str, str], tags: Mapping[str, str]) -> bool:
     return all(key in tags and wanted in ("*", tags[key]) for key, wanted in selector.items())
 
 
-def match(rule: Rule, res: Resource, cfg: Config, now: datetime, fired: datetime | None) -> Match:
-    """Apply every selector of `rule` to `res` (ANDed)."""
+def match(
+    rule: Rule,
+    res: Resource,
+    cfg: Config,
+    now: datetime,
+    fired: datetime | None,
+    usage: UsagePattern | None = None,
+) -> Match:
+    """Apply every selector of `rule` to `res` (ANDed). `usage`: its learned weekly pattern,
+    for `schedule: learned`."""
     if res.kind != rule.kind:
         return Match(False, "other kind")
     if rule.accounts and res.account not in rule.accounts:
@@ -145,14 +173,23 @@ def match(rule: Rule, res: Resource, cfg: Config, now: datetime, fired: datetime
         fnmatch.fnmatchcase(res.instance_type or "", glob) for glob in rule.instance_types
     ):
         return Match(False, "other instance type")
+    if rule.names and not any(fnmatch.fnmatchcase(res.name, glob) for glob in rule.names):
+        return Match(False, "other name")
     if not tags_match(rule.tags, res.tags):
         return Match(False, "tags do not match")
     reasons: list[str] = []
-    if rule.idle_for is not None:
+    idle_for = rule.idle_for
+    learned = _learned(usage, cfg, now) if rule.schedule == LEARNED else None
+    if learned is not None:  # outside its usual hours; while unsure, the idle rule (idle_for)
+        if not learned[0]:
+            return Match(False, learned[1])
+        idle_for = min(LEARNED_QUIET, idle_for or LEARNED_QUIET)
+        reasons.append(learned[1])
+    if idle_for is not None:
         idle = res.idle_for(now)
         if idle is None:
             return Match(None, "activity unknown")
-        if idle < rule.idle_for:
+        if idle < idle_for:
             return Match(False, "active recently")
         reasons.append(_idle_reason(res, idle, cfg.tz))
     if rule.running_for is not None:
@@ -182,7 +219,7 @@ def match(rule: Rule, res: Resource, cfg: Config, now: datetime, fired: datetime
                 f"{_METRIC_LABEL[metric]} at most {peak:.1f} % over the last {human(window)} "
                 f"(under {limit:g} %)"
             )
-    if rule.schedule is not None:
+    if rule.schedule is not None and rule.schedule != LEARNED:
         if fired is None or res.running_since is None or res.running_since >= fired:
             return Match(False, "started after the scheduled time")
         reasons.append(
@@ -197,16 +234,20 @@ def evaluate(
     snoozes: Mapping[str, datetime],
     cfg: Config,
     now: datetime,
+    learned: Mapping[str, UsagePattern] | None = None,
 ) -> list[Decision]:
-    """Every rule over every resource: what to warn about, act on, or resolve now."""
+    """Every rule over every resource: what to warn about, act on, or resolve now.
+    `learned`: weekly usage patterns by ARN, for `schedule: learned` rules (without one, such
+    a rule is its idle rule)."""
     decisions: list[Decision] = []
+    patterns = learned or {}
     for rule in cfg.rules:
         fired = last_fire(rule.schedule, cfg.tz, now) if rule.schedule else None
         for res in resources:
             if res.kind == rule.kind:
-                decisions.extend(
-                    _decide(rule, res, episodes.get((res.arn, rule.id)), snoozes, cfg, now, fired)
-                )
+                episode = episodes.get((res.arn, rule.id))
+                usage = patterns.get(res.arn)
+                decisions.extend(_decide(rule, res, episode, snoozes, cfg, now, fired, usage))
     return decisions
 
 
@@ -218,6 +259,7 @@ def _decide(
     cfg: Config,
     now: datetime,
     fired: datetime | None,
+    usage: UsagePattern | None = None,
 ) -> Iterable[Decision]:
     def decision(step: Step, reason: str, deadline: datetime | None = None) -> Decision:
         return Decision(
@@ -236,7 +278,7 @@ def _decide(
         if episode and why != UNKNOWN:
             yield decision(Step.RESOLVE, why)
         return
-    result = match(rule, res, cfg, now, fired)
+    result = match(rule, res, cfg, now, fired, usage)
     if result.matched is None:
         return
     if not result.matched:
@@ -260,6 +302,26 @@ def _decide(
         return
     if episode.acted_at is None and episode.deadline and now >= episode.deadline:
         yield decision(Step.ACT, result.reason, episode.deadline)
+
+
+# `schedule: learned` (opt-in): a resource is stopped outside the hours of the week it is
+# usually used, once its pattern is known well enough; until then the rule is its idle rule.
+LEARNED = "learned"
+LEARNED_MIN_WEEKS = 3.0  # of recorded history
+LEARNED_MIN_CONFIDENCE = 0.8  # share of the uses that fell in the usual hours
+LEARNED_QUIET = timedelta(minutes=30)  # outside its hours, still never stop it mid-work
+
+
+def _learned(usage: UsagePattern | None, cfg: Config, now: datetime) -> tuple[bool, str] | None:
+    """(outside its usual hours?, why) once the pattern is sure; None while it is not."""
+    if usage is None or not usage.usual:
+        return None
+    if usage.weeks < LEARNED_MIN_WEEKS or usage.confidence < LEARNED_MIN_CONFIDENCE:
+        return None
+    local = now.astimezone(cfg.tz)
+    if local.weekday() * 24 + local.hour in usage.usual:
+        return False, "inside its learned usage hours"
+    return True, f"outside its learned usage hours ({usage.text})"
 
 
 # An episode ends at its action when the action is done (or found done by someone else):

@@ -41,6 +41,11 @@ class Target:
     scanned: set[tuple[str, str, str]] = field(default_factory=set)
     cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Listings of this scan by (operation, params), or the error they failed with: two kinds
+    # that list the same thing (notebooks, and the storage of stopped ones) call AWS once.
+    listings: dict[tuple[str, tuple[tuple[str, Any], ...]], list[dict[str, Any]] | Exception] = (
+        field(default_factory=dict)
+    )
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,19 @@ def list_all(
 ) -> list[dict[str, Any]]:
     """Every resource of a kind (100 per page, with the kind's list filters), and the listing
     recorded as complete: only a complete listing may mark resources gone."""
-    items = pages(client, spec.list_operation, spec.list_key, MaxResults=100, **spec.list_params)
-    listed = [item for item in items if keep(item)]
+    key = (spec.list_operation, tuple(sorted(spec.list_params.items())))
+    if key not in target.listings:
+        try:
+            target.listings[key] = list(
+                pages(client, spec.list_operation, spec.list_key, MaxResults=100,
+                      **spec.list_params)
+            )  # fmt: skip
+        except AWS_ERRORS as exc:
+            target.listings[key] = exc  # the next kind listing it fails the same, uncalled
+    found = target.listings[key]
+    if isinstance(found, Exception):
+        raise found
+    listed = [item for item in found if keep(item)]
     target.scanned.add((target.account_id, target.region, spec.name))
     return listed
 

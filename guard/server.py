@@ -10,6 +10,7 @@
 - `/metrics`: Prometheus text, read from the database at scrape time (guard/metrics.py).
 - `/slack/events`: Slack interactivity (signature-verified by slack-bolt), mounted only when
   `SLACK_SIGNING_SECRET` is set.
+- everything else: the web console (guard/web, a Flask app), reading the same database.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def health(guard: Guard, started_at: datetime) -> tuple[int, dict[str, Any]]:
 def make_app(
     guard: Guard, started_at: datetime | None = None, alive: Liveness | None = None
 ) -> WsgiApp:
-    """The WSGI app: /healthz (/livez), /readyz, /metrics, and /slack/events when a signing
-    secret is set. `alive`: the daemon's liveness (`Daemon.liveness`), if one runs."""
+    """The WSGI app: /healthz (/livez), /readyz, /metrics, /slack/events when a signing
+    secret is set, and the web console for every other path. `alive`: the daemon's liveness
+    (`Daemon.liveness`), if one runs."""
     started = started_at or guard.clock.now()
     alive = alive or _no_scheduler
     metrics = make_wsgi_app(registry_for(guard.store))
@@ -101,6 +103,9 @@ def make_app(
         from guard.slack_app import wsgi_app
 
         slack = wsgi_app(guard)
+    from guard.web import create_app  # Flask is imported only when serving
+
+    console = cast(WsgiApp, create_app(guard, alive=alive))
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -114,7 +119,7 @@ def make_app(
             return cast(Iterable[bytes], metrics(environ, start_response))
         if path == "/slack/events" and slack is not None:
             return slack(environ, start_response)
-        return _json(start_response, 404, {"error": f"no such path: {path}"})
+        return console(environ, start_response)
 
     return app
 
@@ -177,7 +182,7 @@ class Server:
             from guard.slack_app import start_socket_mode
 
             self._socket_mode = start_socket_mode(self.guard)
-        log.info("serving /healthz, /readyz and /metrics on %s", self.url,
+        log.info("serving the console, /healthz, /readyz and /metrics on %s", self.url,
                  extra={"event": "serve", "url": self.url})  # fmt: skip
         return self
 

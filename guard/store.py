@@ -6,6 +6,7 @@ This module knows tables and queries, not AWS or Slack.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -15,29 +16,34 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import filelock
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from guard import accrual
 from guard.model import ActivitySource, Episode, Resource
 from guard.tables import (
+    AccountLeaseRow,
     AccrualRow,
     ActionRow,
     Base,
     BilledCostRow,
     CycleRow,
     EpisodeRow,
+    EvidenceRow,
+    EvidenceSnapshotRow,
     OutboxRow,
     ResourceEvent,
     ResourceRow,
     RestoreRecordRow,
     ScanCursorRow,
+    ShardReplicaRow,
     SlackInteractionRow,
     SlackUserRow,
     SnoozeRow,
@@ -296,10 +302,20 @@ class Store:
         """
         policy = policy or accrual.Policy()
         with self.session() as s:
+            # The JSON columns stay in the database: `snapshot_hash` says whether they changed.
             existing = {
                 row.arn: row
-                for row in s.scalars(select(ResourceRow).where(ResourceRow.gone_at.is_(None)))
+                for row in s.scalars(
+                    select(ResourceRow)
+                    .where(ResourceRow.gone_at.is_(None))
+                    .options(*_JSON_DEFERRED)
+                )
             }
+            # Gone ones that are back: one query per 500, not one per new resource.
+            new = sorted({r.arn for r in resources} - existing.keys())
+            for start in range(0, len(new), 500):
+                query = select(ResourceRow).where(ResourceRow.arn.in_(new[start : start + 500]))
+                existing.update((row.arn, row) for row in s.scalars(query.options(*_JSON_DEFERRED)))
             listed = {
                 (row.account, row.region, row.source.removeprefix(_LISTED)): row
                 for row in s.scalars(
@@ -307,10 +323,11 @@ class Store:
                 )
             }
             spent: dict[str, list[accrual.Span]] = {}
+            events: list[dict[str, Any]] = []  # resource_events rows: what changed
             seen = set()
             for res in resources:
                 seen.add(res.arn)
-                row = existing.get(res.arn) or s.get(ResourceRow, res.arn)
+                row = existing.get(res.arn)
                 cursor = listed.get((res.account, res.region, res.kind))
                 spent[res.arn] = accrual.spans(
                     _observed(row) if row is not None else None,
@@ -326,8 +343,12 @@ class Store:
                 )
                 values = _resource_row_values(res)
                 if row is None:
-                    row = ResourceRow(arn=res.arn, first_seen=now, last_seen=now, **values)
+                    digest = _snapshot_hash(values)
+                    row = ResourceRow(
+                        arn=res.arn, first_seen=now, last_seen=now, snapshot_hash=digest, **values
+                    )
                     s.add(row)
+                    existing[res.arn] = row  # held: the session's identity map keeps weak refs
                     changed = True
                 else:
                     changed = row.gone_at is not None or any(
@@ -339,12 +360,15 @@ class Store:
                         # marks the row unknown for readers of this snapshot.
                         values.pop("last_activity")
                         values.pop("activity_source")
-                    for key, value in values.items():
-                        setattr(row, key, value)
+                    digest = _snapshot_hash(values)
+                    if row.snapshot_hash != digest:  # else every value is as stored
+                        for key, value in values.items():
+                            setattr(row, key, value)
+                        row.snapshot_hash = digest
                     row.last_seen = now
                     row.gone_at = None
                 if changed:
-                    s.add(_event_for(res, now))
+                    events.append(_event_values(res, now))
             for arn, row in existing.items():
                 if arn not in seen and (row.account, row.region, row.kind) in scanned:
                     spent[arn] = accrual.spans(
@@ -352,17 +376,20 @@ class Store:
                     )
                     row.gone_at = now
                     row.running = False
-                    s.add(
-                        ResourceEvent(
-                            arn=arn,
-                            at=now,
-                            status="Gone",
-                            running=False,
-                            instance_type=row.instance_type,
-                            instance_count=0,
-                            usd_per_hour=row.usd_per_hour,
-                        )
+                    row.snapshot_hash = None  # its values are no longer the snapshot's
+                    events.append(
+                        {
+                            "arn": arn,
+                            "at": now,
+                            "status": "Gone",
+                            "running": False,
+                            "instance_type": row.instance_type,
+                            "instance_count": 0,
+                            "usd_per_hour": row.usd_per_hour,
+                        }
                     )
+            if events:  # one executemany, not an INSERT per change
+                s.execute(insert(ResourceEvent), events)
             _add_accruals(s, spent, policy.tz)
             for account, region, kind in scanned:
                 cursor = listed.get((account, region, kind))
@@ -377,6 +404,10 @@ class Store:
                     )
                 else:
                     cursor.scanned_until = now
+            # The new rows in the session's identity map now, in one batch: what follows
+            # finds them there instead of flushing and selecting one per resource.
+            s.flush()
+            self._record_evidence(s, resources, now)  # backtest history (migration 0009)
 
     def resources(self, include_gone: bool = False) -> list[Resource]:
         with self.session() as s:
@@ -914,14 +945,12 @@ class Store:
         with self.session() as s:
             return s.scalar(select(OutboxRow.id).where(OutboxRow.key == key)) is not None
 
-    def pending_messages(self) -> list[OutboxRow]:
-        """Undelivered messages, oldest first (so each resource's story stays in order)."""
+    def pending_messages(self, after: int = 0, limit: int | None = None) -> list[OutboxRow]:
+        """Undelivered messages, oldest first (so each resource's story stays in order); with
+        `limit`, one page of them after message id `after`."""
+        query = select(OutboxRow).where(OutboxRow.sent_at.is_(None), OutboxRow.id > after)
         with self.session() as s:
-            return list(
-                s.scalars(
-                    select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id)
-                )
-            )
+            return list(s.scalars(query.order_by(OutboxRow.id).limit(limit)))
 
     def message_sent(self, message_id: int, now: datetime) -> None:
         with self.session() as s:
@@ -987,9 +1016,361 @@ class Store:
                 delete(OutboxRow).where(OutboxRow.sent_at < cutoff),
                 delete(ResourceRow).where(ResourceRow.gone_at < cutoff),
                 delete(AccrualRow).where(AccrualRow.day < cutoff.date()),
+                *_evidence_pruning(cutoff),  # backtest history (migration 0009)
             ):
                 removed += cast(CursorResult[Any], s.execute(stmt)).rowcount or 0
         return removed
+
+    # --- web console (guard/web/pages.py): one resource's history -------------------------
+
+    def resource_events(self, arn: str) -> list[ResourceEvent]:
+        """One resource's changes of status, type, count or price, oldest first."""
+        with self.session() as s:
+            query = select(ResourceEvent).where(ResourceEvent.arn == arn)
+            return list(s.scalars(query.order_by(ResourceEvent.at, ResourceEvent.id)))
+
+    def actions_of(self, arn: str) -> list[ActionRow]:
+        """One resource's warnings and actions (the audit trail's rows for it), oldest first."""
+        with self.session() as s:
+            query = select(ActionRow).where(ActionRow.arn == arn).order_by(ActionRow.id)
+            return list(s.scalars(query))
+
+    def spent_by_day_of(self, arn: str, start: date, end: date) -> dict[date, Spent]:
+        """One resource's accrued spend per local day in [start, end)."""
+        query = select(AccrualRow).where(
+            AccrualRow.arn == arn, AccrualRow.day >= start, AccrualRow.day < end
+        )
+        with self.session() as s:
+            return {
+                row.day: Spent(
+                    Decimal(row.usd or 0),
+                    int(row.running_seconds or 0),
+                    int(row.unpriced_seconds or 0),
+                    int(row.unobserved_seconds or 0),
+                )
+                for row in s.scalars(query.order_by(AccrualRow.day))
+            }
+
+    def running_resources(self) -> list[Resource]:
+        """`resources()` of what runs now, read without the ORM (the Now page reads it on
+        every view: at 10,000 resources the ORM's identity map costs most of a second)."""
+        table = ResourceRow.__table__
+        query = (
+            select(table)
+            .where(table.c.gone_at.is_(None), table.c.running.is_(True))
+            .order_by(table.c.kind, table.c.name)
+        )
+        with self.engine.connect() as conn:
+            return [row_to_resource(cast(ResourceRow, row)) for row in conn.execute(query)]
+
+    def console_version(self) -> tuple[Any, ...]:
+        """Changes whenever what the Now page shows may have: a snapshot, a snooze, an
+        episode opened or closed, a warning or an action. One cheap query."""
+        live = ResourceRow.gone_at.is_(None)
+        query = select(
+            select(func.max(ResourceRow.last_seen)).where(live).scalar_subquery(),
+            select(func.count()).select_from(ResourceRow).where(live).scalar_subquery(),
+            select(func.max(SnoozeRow.created_at)).scalar_subquery(),
+            select(func.count()).select_from(SnoozeRow).scalar_subquery(),
+            select(func.max(EpisodeRow.id)).scalar_subquery(),
+            select(func.count())
+            .select_from(EpisodeRow)
+            .where(EpisodeRow.ended_at.is_(None))
+            .scalar_subquery(),
+            select(func.max(ActionRow.id)).scalar_subquery(),
+        )
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(query).one())
+
+    def snooze_row(self, arn: str) -> SnoozeRow | None:
+        """The stored snooze of one resource, also an expired one (its last snooze)."""
+        with self.session() as s:
+            return s.get(SnoozeRow, arn)
+
+    # --- backtest history (guard/backtest.py, guard/profiles.py; migration 0009) ----------
+
+    def _record_evidence(self, s: Session, resources: Sequence[Resource], now: datetime) -> None:
+        """In `save_snapshot`'s transaction: an `evidence` row for each resource whose
+        evidence changed since its previous row (and for each that went), and the snapshot's
+        time with the known resources it did not list. Reads columns, never whole rows: a
+        snapshot of an unchanged fleet loads no JSON."""
+        snoozed = {
+            arn: until
+            for arn, until in s.execute(select(SnoozeRow.arn, SnoozeRow.until))
+            if until > now
+        }
+        known = {
+            arn: (key, gone_at)
+            for arn, key, gone_at in s.execute(
+                select(ResourceRow.arn, ResourceRow.evidence_key, ResourceRow.gone_at)
+            )
+        }
+        rows: list[dict[str, Any]] = []
+        keys: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for res in resources:
+            seen.add(res.arn)
+            values = _evidence_values(res, snoozed.get(res.arn))
+            key = _evidence_key(values)
+            if res.arn in known and known[res.arn][0] != key:
+                rows.append({"arn": res.arn, "at": now, **values})
+                keys.append({"arn": res.arn, "evidence_key": key})
+        went = [arn for arn, (key, gone) in known.items() if gone == now and key is not None]
+        gone_rows = (
+            row
+            for chunk in range(0, len(went), 500)  # bounded IN lists
+            for row in s.execute(
+                select(
+                    ResourceRow.arn, ResourceRow.instance_type, ResourceRow.last_activity,
+                    ResourceRow.activity_source, ResourceRow.tags,
+                ).where(ResourceRow.arn.in_(went[chunk : chunk + 500]))
+            )
+        )  # fmt: skip
+        for arn, instance_type, last_activity, source, tags in gone_rows:
+            values = {
+                "status": "Gone", "running": False, "instance_type": instance_type,
+                "instance_count": 0, "usd_per_hour": None, "running_since": None,
+                "last_activity": last_activity, "activity_source": source,
+                "tags": dict(tags or {}), "utilization": {}, "snoozed_until": None,
+            }  # fmt: skip
+            rows.append({"arn": arn, "at": now, **values})
+            keys.append({"arn": arn, "evidence_key": _evidence_key(values)})
+        if rows:
+            s.execute(insert(EvidenceRow), rows)
+            s.execute(update(ResourceRow), keys)  # by primary key
+        missed = [
+            arn for arn, (key, gone) in known.items()
+            if key is not None and gone is None and arn not in seen
+        ]  # fmt: skip
+        s.merge(EvidenceSnapshotRow(at=now, missed={"arns": sorted(missed)}))
+
+    def evidence_since(self, since: datetime, until: datetime) -> list[Any]:
+        """Every evidence row in (since, until], plus each resource's latest row at or before
+        `since` (its state when the window opens); by time, then id. Plain rows with the
+        `evidence` columns as attributes (a month of a big fleet is a million of them: no ORM
+        objects)."""
+        columns = EvidenceRow.__table__.c
+        with self.session() as s:
+            latest = (
+                select(EvidenceRow.arn, func.max(EvidenceRow.id).label("id"))
+                .where(EvidenceRow.at <= since)
+                .group_by(EvidenceRow.arn)
+                .subquery()
+            )
+            before = list(s.execute(select(*columns).join(latest, columns.id == latest.c.id)))
+            after = s.execute(
+                select(*columns)
+                .where(columns.at > since, columns.at <= until)
+                .order_by(columns.at, columns.id)
+            )
+            return [*before, *after]
+
+    def evidence_of(self, arn: str, since: datetime, until: datetime) -> list[EvidenceRow]:
+        """One resource's evidence rows in (since, until], after its latest row at or before
+        `since`; oldest first."""
+        with self.session() as s:
+            first = s.scalars(
+                select(EvidenceRow)
+                .where(EvidenceRow.arn == arn, EvidenceRow.at <= since)
+                .order_by(EvidenceRow.at.desc(), EvidenceRow.id.desc())
+                .limit(1)
+            ).all()
+            rest = s.scalars(
+                select(EvidenceRow)
+                .where(EvidenceRow.arn == arn, EvidenceRow.at > since, EvidenceRow.at <= until)
+                .order_by(EvidenceRow.at, EvidenceRow.id)
+            ).all()
+            return [*first, *rest]
+
+    def evidence_snapshots(self, since: datetime, until: datetime) -> dict[datetime, list[str]]:
+        """Each recorded snapshot in [since, until] -> the known resources it did not list."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(EvidenceSnapshotRow).where(
+                    EvidenceSnapshotRow.at >= since, EvidenceSnapshotRow.at <= until
+                )
+            )
+            return {row.at: list((row.missed or {}).get("arns", [])) for row in rows}
+
+    def last_evidence_at(self, until: datetime) -> datetime | None:
+        """The latest recorded snapshot at or before `until`."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.max(EvidenceSnapshotRow.at)).where(EvidenceSnapshotRow.at <= until)
+            )
+
+    def first_evidence_at(self) -> datetime | None:
+        with self.session() as s:
+            return s.scalar(select(func.min(EvidenceSnapshotRow.at)))
+
+    def resources_by_arn(self, arns: Collection[str]) -> dict[str, Resource]:
+        """The latest snapshot of each of these resources (gone ones too)."""
+        found: dict[str, Resource] = {}
+        wanted = sorted(set(arns))
+        with self.session() as s:
+            for start in range(0, len(wanted), 500):  # bounded IN lists
+                query = select(ResourceRow).where(ResourceRow.arn.in_(wanted[start : start + 500]))
+                found.update((row.arn, row_to_resource(row)) for row in s.scalars(query))
+        return found
+
+    def actions_between(self, since: datetime, until: datetime) -> list[ActionRow]:
+        """The audit rows (warnings and actions) in [since, until], oldest first."""
+        with self.session() as s:
+            query = select(ActionRow).where(ActionRow.at >= since, ActionRow.at <= until)
+            return list(s.scalars(query.order_by(ActionRow.at, ActionRow.id)))
+
+    # --- sharding: per-account leases (guard/shards.py; migration 0008) -----------------
+
+    def replica_seen(self, holder: str, now: datetime) -> None:
+        """Record that replica `holder` runs a cycle now."""
+        with self.session() as s:
+            row = s.get(ShardReplicaRow, holder)
+            if row is None:
+                s.add(ShardReplicaRow(holder=holder, seen_at=now))
+            else:
+                row.seen_at = now
+
+    def live_replicas(self, since: datetime) -> list[str]:
+        """The replicas that ran a cycle after `since`, by name."""
+        with self.session() as s:
+            query = select(ShardReplicaRow.holder).where(ShardReplicaRow.seen_at > since)
+            return sorted(s.scalars(query))
+
+    def forget_replicas(self, before: datetime) -> None:
+        with self.session() as s:
+            s.execute(delete(ShardReplicaRow).where(ShardReplicaRow.seen_at < before))
+
+    def ensure_leases(self, accounts: Collection[str]) -> None:
+        """A free lease row for every account that has none yet."""
+        with self.session() as s:
+            known = set(s.scalars(select(AccountLeaseRow.account)))
+            missing = sorted(set(accounts) - known)
+        for account in missing:  # one transaction each: another replica may insert it too
+            try:
+                with self.session() as s:
+                    s.add(AccountLeaseRow(account=account))
+            except IntegrityError:
+                pass
+
+    def take_leases(
+        self, holder: str, accounts: Collection[str], now: datetime, until: datetime
+    ) -> list[str]:
+        """Renew `holder`'s leases on these accounts and take every free or expired one;
+        return the accounts it holds. One conditional UPDATE: of two replicas taking the
+        same row at once, the database lets one win (the other's WHERE no longer matches)."""
+        wanted = sorted(set(accounts))
+        with self.session() as s:
+            s.execute(
+                update(AccountLeaseRow)
+                .where(
+                    AccountLeaseRow.account.in_(wanted),
+                    (AccountLeaseRow.holder == holder)
+                    | AccountLeaseRow.holder.is_(None)
+                    | (AccountLeaseRow.expires_at <= now),
+                )
+                .values(holder=holder, expires_at=until)
+                .execution_options(synchronize_session=False)
+            )
+        return self.leases_of(holder, wanted)
+
+    def leases_of(self, holder: str, accounts: Collection[str] | None = None) -> list[str]:
+        with self.session() as s:
+            query = select(AccountLeaseRow.account).where(AccountLeaseRow.holder == holder)
+            if accounts is not None:
+                query = query.where(AccountLeaseRow.account.in_(sorted(accounts)))
+            return sorted(s.scalars(query))
+
+    def mark_scanned(self, holder: str, accounts: Collection[str], slot: int) -> list[str]:
+        """Of `holder`'s leased accounts, those not yet scanned in interval `slot`, now marked
+        as scanned in it (each by a conditional UPDATE: never two replicas in one slot)."""
+        marked = []
+        with self.session() as s:
+            for account in sorted(accounts):
+                done = s.execute(
+                    update(AccountLeaseRow)
+                    .where(
+                        AccountLeaseRow.account == account,
+                        AccountLeaseRow.holder == holder,
+                        AccountLeaseRow.scanned_slot.is_(None)
+                        | (AccountLeaseRow.scanned_slot < slot),
+                    )
+                    .values(scanned_slot=slot)
+                    .execution_options(synchronize_session=False)
+                )
+                if cast(CursorResult[Any], done).rowcount:
+                    marked.append(account)
+        return marked
+
+    def hand_over(self, account: str, holder: str, to: str, until: datetime) -> bool:
+        """Give `holder`'s lease on `account` to replica `to` (rebalancing)."""
+        with self.session() as s:
+            done = s.execute(
+                update(AccountLeaseRow)
+                .where(AccountLeaseRow.account == account, AccountLeaseRow.holder == holder)
+                .values(holder=to, expires_at=until)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(cast(CursorResult[Any], done).rowcount)
+
+    def leases(self) -> list[AccountLeaseRow]:
+        with self.session() as s:
+            return list(s.scalars(select(AccountLeaseRow).order_by(AccountLeaseRow.account)))
+
+    # --- memory that does not grow with the fleet's past (issue 15) ----------------------
+
+    def digest_resources(self, arns: Collection[str]) -> list[Resource]:
+        """What the digest needs: every running resource, and the resources in `arns` (this
+        month's spenders, gone ones included), without their `details` and `utilization`.
+        Not every resource ever seen, nor their JSON details (90 days of a big fleet)."""
+        columns = [c for c in ResourceRow.__table__.c if c.name not in ("details", "utilization")]
+        wanted = sorted(set(arns))
+        found: dict[str, Resource] = {}
+        with self.session() as s:
+            queries = [
+                select(*columns).where(ResourceRow.running.is_(True), ResourceRow.gone_at.is_(None))
+            ]
+            queries += [
+                select(*columns).where(ResourceRow.arn.in_(wanted[start : start + 500]))
+                for start in range(0, len(wanted), 500)
+            ]
+            for query in queries:
+                for row in s.execute(query):
+                    light = SimpleNamespace(**row._mapping, details={}, utilization={})
+                    found[row.arn] = row_to_resource(cast(ResourceRow, light))
+        return list(found.values())
+
+
+def _evidence_values(res: Resource, snoozed_until: datetime | None) -> dict[str, Any]:
+    return {
+        "status": res.status,
+        "running": res.running,
+        "instance_type": res.instance_type,
+        "instance_count": res.instance_count,
+        "usd_per_hour": res.usd_per_hour,
+        "running_since": res.running_since,
+        "last_activity": res.last_activity,
+        "activity_source": res.activity_source.value,
+        "tags": dict(res.tags),
+        "utilization": dict(res.utilization),
+        "snoozed_until": snoozed_until,
+    }
+
+
+def _evidence_pruning(cutoff: datetime) -> tuple[Any, ...]:
+    """Evidence older than `cutoff`, except each resource's latest row before it (its state
+    from then on, still needed to replay what follows)."""
+    latest = (
+        select(func.max(EvidenceRow.id)).where(EvidenceRow.at < cutoff).group_by(EvidenceRow.arn)
+    )
+    return (
+        delete(EvidenceRow).where(EvidenceRow.at < cutoff, EvidenceRow.id.not_in(latest)),
+        delete(EvidenceSnapshotRow).where(EvidenceSnapshotRow.at < cutoff),
+    )
+
+
+def _evidence_key(values: dict[str, Any]) -> str:
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # Sources that describe real activity (not "in-service-since" or "unknown").
@@ -1006,6 +1387,20 @@ _MUTATIONS = ("stop", "delete", "scale-to-zero")  # actions that take a resource
 _LISTED = "listed:"  # scan_cursors source of "this kind was last listed completely at"
 
 
+# Loaded only when read: a snapshot compares them by `snapshot_hash` (migration 0008).
+_JSON_DEFERRED = (
+    defer(ResourceRow.tags),
+    defer(ResourceRow.details),
+    defer(ResourceRow.utilization),
+)
+
+
+def _snapshot_hash(values: Mapping[str, Any]) -> str:
+    """A hash of what a snapshot writes to a resource row (all but the times it was seen)."""
+    text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _observed(row: ResourceRow) -> accrual.Observation:
     """What the stored snapshot said (a gone resource was last seen not running)."""
     if row.gone_at is not None:
@@ -1019,7 +1414,9 @@ def _observed(row: ResourceRow) -> accrual.Observation:
 
 
 def _add_accruals(s: Session, spent: dict[str, list[accrual.Span]], tz: ZoneInfo) -> None:
-    """Add this snapshot's spans to the per-day totals (one query for the days touched)."""
+    """Add this snapshot's spans to the per-day totals: one query for the (resource, day)
+    keys already there, then one executemany of increments and one of new rows (no ORM
+    object per resource: a big fleet's day would otherwise sit in the session)."""
     totals = {
         (arn, day): total
         for arn, items in spent.items()
@@ -1029,31 +1426,45 @@ def _add_accruals(s: Session, spent: dict[str, list[accrual.Span]], tz: ZoneInfo
     if not totals:
         return
     days = {day for _, day in totals}
-    rows = {
-        (row.arn, row.day): row
-        for row in s.scalars(select(AccrualRow).where(AccrualRow.day.in_(days)))
-    }
+    table = cast(Table, AccrualRow.__table__)
+    keys = select(table.c.arn, table.c.day).where(table.c.day.in_(days))
+    have = {(arn, day) for arn, day in s.execute(keys)}
+    added, grown = [], []
     for (arn, day), total in totals.items():
-        row = rows.get((arn, day))
-        if row is None:
-            row = AccrualRow.zero(arn, day)
-            s.add(row)
-        row.usd += total.usd
-        row.running_seconds += total.running_seconds
-        row.unpriced_seconds += total.unpriced_seconds
-        row.unobserved_seconds += total.unobserved_seconds
+        values = {
+            "usd": total.usd,
+            "running_seconds": total.running_seconds,
+            "unpriced_seconds": total.unpriced_seconds,
+            "unobserved_seconds": total.unobserved_seconds,
+        }
+        if (arn, day) in have:
+            grown.append({"k_arn": arn, "k_day": day, **{f"d_{k}": v for k, v in values.items()}})
+        else:
+            added.append({"arn": arn, "day": day, **values})
+    if grown:
+        s.execute(
+            update(table)
+            .where(table.c.arn == bindparam("k_arn"), table.c.day == bindparam("k_day"))
+            .values({k: table.c[k] + bindparam(f"d_{k}") for k in _ACCRUED}),
+            grown,
+        )
+    if added:
+        s.execute(insert(table), added)
 
 
-def _event_for(res: Resource, now: datetime) -> ResourceEvent:
-    return ResourceEvent(
-        arn=res.arn,
-        at=now,
-        status=res.status,
-        running=res.running,
-        instance_type=res.instance_type,
-        instance_count=res.instance_count,
-        usd_per_hour=res.usd_per_hour,
-    )
+_ACCRUED = ("usd", "running_seconds", "unpriced_seconds", "unobserved_seconds")
+
+
+def _event_values(res: Resource, now: datetime) -> dict[str, Any]:
+    return {
+        "arn": res.arn,
+        "at": now,
+        "status": res.status,
+        "running": res.running,
+        "instance_type": res.instance_type,
+        "instance_count": res.instance_count,
+        "usd_per_hour": res.usd_per_hour,
+    }
 
 
 def instance_id() -> str:

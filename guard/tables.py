@@ -98,6 +98,11 @@ class ResourceRow(Base):
     first_seen: Mapped[datetime]
     last_seen: Mapped[datetime]
     gone_at: Mapped[datetime | None]  # set when a scan of its region no longer lists it
+    # fingerprint of its latest `evidence` row (backtest history, migration 0009)
+    evidence_key: Mapped[str | None] = mapped_column(String(64))
+    # hash of the snapshot's values (migration 0008): an unchanged resource is recognised
+    # without loading its JSON columns (guard/store.py save_snapshot)
+    snapshot_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class ResourceEvent(Base):
@@ -349,6 +354,60 @@ class BilledCostRow(Base):
     day: Mapped[date] = mapped_column(primary_key=True)
     usd: Mapped[Decimal]
     fetched_at: Mapped[datetime]
+
+
+class EvidenceRow(Base):
+    """Backtest history (migration 0009): one resource's evidence as a snapshot saw it,
+    written only when it changed since the previous row, so a cycle can be replayed."""
+
+    __tablename__ = "evidence"
+    __table_args__ = (Index("ix_evidence_arn_at", "arn", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arn: Mapped[str] = mapped_column(String(512))
+    at: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    running: Mapped[bool]
+    instance_type: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int]
+    usd_per_hour: Mapped[Decimal | None]
+    running_since: Mapped[datetime | None]
+    last_activity: Mapped[datetime | None]
+    activity_source: Mapped[str] = mapped_column(String(32))  # "unknown": evidence failed
+    tags: Mapped[dict[str, Any]]
+    utilization: Mapped[dict[str, Any]]
+    snoozed_until: Mapped[datetime | None]  # the stored snooze at that snapshot
+
+
+class EvidenceSnapshotRow(Base):
+    """Backtest history (migration 0009): each snapshot's time and the known resources it
+    did not list (a region or kind whose scan failed): a replay skips those, like the cycle."""
+
+    __tablename__ = "evidence_snapshots"
+
+    at: Mapped[datetime] = mapped_column(primary_key=True)
+    missed: Mapped[dict[str, Any]]  # {"arns": [...]}
+
+
+class AccountLeaseRow(Base):
+    """Sharding (migration 0008): which replica scans an account, until when, and the last
+    scan interval (slot) it was scanned in, so no account is scanned twice in one."""
+
+    __tablename__ = "account_leases"
+
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None]
+    scanned_slot: Mapped[int | None]
+
+
+class ShardReplicaRow(Base):
+    """Sharding (migration 0008): each replica's last cycle, to share the accounts fairly."""
+
+    __tablename__ = "shard_replicas"
+
+    holder: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime]
 
 
 def make_engine(url: str) -> Engine:

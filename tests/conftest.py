@@ -28,6 +28,8 @@ POSTGRES_URL = os.environ.get(
 )
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # a Monday morning
 
+pytest_plugins = ["tests.browser"]  # the web console's fixtures: Chromium, a served console
+
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", None}
 

@@ -10,11 +10,13 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
+from rich.table import Table
 
 from guard import billing
 from guard.cycle import run_cycle
 from guard.model import ManualClock
-from guard.reports import inventory_for
+from guard.reports import billing_differences, inventory_for, inventory_table
 from guard.sim import Simulator
 from guard.sim.cur import LineItem, put_cur_export
 from tests.factories import guard_for
@@ -55,6 +57,37 @@ def test_inventory_json_carries_billed_usd_per_resource_and_flags_differences(
     assert abs(Decimal(day_a["estimated_usd"]) - Decimal("0.46")) <= Decimal("0.01")
     [day_b] = b["billing"]
     assert day_b["flagged"] and day_b["billed_usd"] == "0.80"
+
+    # The table people read: a billed column, `!` where a day is off, and what `!` means.
+    rows = list(listed.values())
+    text = _rendered(inventory_table(rows, guard.cfg, clock.now()))
+    assert "billed $" in text and "0.80 !" in text and "0.46 !" not in text
+    assert "1.26" in text  # the billed total
+    lines = billing_differences(rows, guard.cfg)
+    assert lines[0] == "estimate and bill differ by more than 5%:"
+    [line] = lines[1:]
+    assert line.startswith(
+        f"notebook/nb-b {start.date().isoformat()}: estimated $0.46, billed $0.80"
+    )
+    assert line.endswith("(-42% of the bill)")
+    guard.store.close()
+
+
+def _rendered(table: Table) -> str:
+    console = Console(width=250, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
+
+
+def test_without_an_export_the_inventory_has_no_billed_column(
+    sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
+) -> None:
+    sim.add_notebook("nb-a", "ml.m5.xlarge", in_service_since=clock.now())
+    guard = guard_for(clock, fresh_sqlite_url, [], pricing={"source": "bundled"})
+    run_cycle(guard)
+    items = inventory_for(guard.store, guard.cfg, clock.now())
+    assert "billed" not in _rendered(inventory_table(items, guard.cfg, clock.now()))
+    assert billing_differences(items, guard.cfg) == []
     guard.store.close()
 
 
@@ -142,4 +175,13 @@ def test_budgets_use_billed_figures_for_closed_days(
     # the closed day is the bill's; today's estimate (still running) comes on top
     today = st.estimate_usd - st.estimate_on_actual_days_usd
     assert st.spend_usd == today + Decimal("0.50")
+    # the budget view says so, flagged: $0.23 estimated against $0.50 billed is 54 % off
+    from guard.budgets import budget_notes
+
+    note = budget_notes([st], guard.cfg.billing.threshold)[0]  # then what the estimate misses
+    assert note == (
+        "month: 1 closed day(s) from the billing export, $0.50 (estimate $0.23): "
+        "the estimate is -54% off the bill (flagged over 5%)"
+    )
+    assert "flagged" not in budget_notes([st], 0.60)[0]
     guard.store.close()

@@ -39,12 +39,16 @@ KINDS: dict[str, str] = {
 }
 
 
+HANG = 6  # seconds a "timeout" fault holds the answer: past fast_aws' read timeout
+
+
 def fast_aws() -> Aws:
-    """One attempt per call and a 1 s read timeout: a fault is seen at once (the retries and
-    their backoff are botocore's, tested there)."""
+    """One attempt per call and a 3 s read timeout: a fault is seen at once (the retries and
+    their backoff are botocore's, tested there), while a loaded CI machine's slow answer is
+    not taken for one."""
     return Aws(
         config=BotoConfig(
-            retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=1, connect_timeout=1
+            retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=3, connect_timeout=3
         )
     )
 
@@ -84,7 +88,7 @@ def test_each_fault_kind_is_one_line_naming_operation_account_and_region(
     aws = fast_aws()
     aws.account_id(None, "us-east-1")  # the default account's id, for the label
     client = aws.client(None, "us-east-1", "sagemaker")
-    aws_env.inject(kind, LIST, seconds=2 if kind == "timeout" else None)
+    aws_env.inject(kind, LIST, seconds=HANG if kind == "timeout" else None)
     with pytest.raises(AWS_ERRORS) as failed:
         client.list_notebook_instances()
     text = error_text(failed.value)
@@ -171,7 +175,7 @@ def test_a_failing_listing_is_one_blind_spot_and_the_cycle_completes(
 ) -> None:
     seed_idle(aws_env, clock)
     guard = make_guard(clock, fresh_sqlite_url, mode="enforce")
-    aws_env.inject(kind, LIST, seconds=2 if kind == "timeout" else None)
+    aws_env.inject(kind, LIST, seconds=HANG if kind == "timeout" else None)
     report = run_cycle(guard)
     for error in report["errors"]:
         one_line(error)
@@ -190,7 +194,7 @@ def test_failed_evidence_makes_the_notebook_unknown_and_it_is_not_stopped(
 ) -> None:
     seed_idle(aws_env, clock)
     guard = make_guard(clock, fresh_sqlite_url, mode="enforce")
-    aws_env.inject(kind, "logs:*", seconds=2 if kind == "timeout" else None)
+    aws_env.inject(kind, "logs:*", seconds=HANG if kind == "timeout" else None)
     report = run_cycle(guard)
     assert report["by_kind"]["notebook"]["unknown"] == 1
     assert report["actions"] == [] and STOP not in aws_env.request_counts
@@ -210,7 +214,7 @@ def test_a_failing_stop_is_one_failed_action_and_no_traceback(
 ) -> None:
     seed_idle(aws_env, clock)
     guard = make_guard(clock, fresh_sqlite_url, mode="enforce")
-    aws_env.inject(kind, STOP, seconds=2 if kind == "timeout" else None)
+    aws_env.inject(kind, STOP, seconds=HANG if kind == "timeout" else None)
     report = run_cycle(guard)
     [action] = report["actions"]
     assert action["outcome"] == "failed", action
@@ -381,7 +385,7 @@ def test_price_list_and_cost_explorer_failures_are_reported_once_without_a_page(
         clock, fresh_sqlite_url, budgets=[budget], cost_explorer={"enabled": True},
         pricing={"source": "api"},
     )  # fmt: skip
-    seconds = 2 if kind == "timeout" else None
+    seconds = HANG if kind == "timeout" else None
     aws_env.inject(kind, "ce:*", seconds=seconds)
     aws_env.inject(kind, "pricing:*", seconds=seconds)
     report = run_cycle(guard)

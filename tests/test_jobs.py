@@ -260,11 +260,12 @@ def test_steady_cycle_describes_no_job_twice_and_pages_the_listing(
     guard = make_guard(clock, db_url, STALLED_GPU)
 
     first = run_cycle(guard)
+    # the 150 training jobs come by the page (SageMaker Search); a lone new job is described
     assert describe_calls(sim) == {
-        "sagemaker:DescribeTrainingJob": 150,
         "sagemaker:DescribeProcessingJob": 1,
         "sagemaker:DescribeTransformJob": 1,
     }
+    assert sim.request_counts["sagemaker:Search"] == 2
     assert sim.request_counts["sagemaker:ListTrainingJobs"] == 2
     assert first["errors"] == []
 

@@ -1,1 +1,1 @@
-"""One scanner per resource kind; `guard.inventory.SCANNERS` maps kinds to them."""
+"""One scanner per resource kind; each kind's registry entry (`guard.kinds`) names its own."""

@@ -5,7 +5,15 @@ whose LastModifiedTime moved since the stored snapshot; an endpoint config never
 DescribeEndpointConfig (instance types) runs once per config name ever. Evidence is the
 CloudWatch `AWS/SageMaker` `Invocations` metric per EndpointName *and* VariantName (SageMaker
 publishes it with both dimensions: EndpointName alone matches nothing), read with
-GetMetricData, 500 queries per call, over the longest `idle_for` of the endpoint rules.
+GetMetricData, 500 queries per call, over the longest `idle_for` of the endpoint rules; an
+asynchronous endpoint (AsyncInferenceConfig) is also busy while requests wait in its queue
+(`ApproximateBacklogSize` per EndpointName, Maximum) and is priced as asynchronous inference.
+
+An endpoint built for inference components (its config's variants name no model) is judged by
+its components: when a kind listing them is enabled, the money of its instances is on them and
+the endpoint is listed at $0/h (`price_source` `inference-components`), not running as an
+endpoint; without one, it is priced here but `unknown` (its Invocations are per component), so
+no endpoint rule ever acts on it.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from guard.aws import AWS_ERRORS, error_text, not_found
-from guard.kinds import KindSpec
+from guard.kinds import KINDS, KindSpec
 from guard.model import ActivitySource, Resource
 from guard.pricing import combined_source
+from guard.scanners.search import endpoint_records
 from guard.scanning import (
     ScanContext,
     Target,
@@ -36,6 +45,10 @@ from guard.scanning import (
 DEFAULT_WINDOW = timedelta(hours=24)  # how far back to look when no rule sets idle_for
 NAMESPACE = "AWS/SageMaker"
 METRIC = "Invocations"
+BACKLOG = "ApproximateBacklogSize"  # asynchronous endpoints: requests waiting in the queue
+ASYNC_COMPONENT = "AsyncInference"  # Price List usage type `USE1-AsyncInf:ml.…`
+HOSTING_ESTIMATE = "hosting-estimate"  # async price unknown: the same type's Hosting price
+COMPONENTS_PRICED = "inference-components"  # its instances are priced on its components
 # Statuses in which an endpoint's instances exist and bill, though only InService is acted on.
 BILLING_STATES = ("InService", "Updating", "SystemUpdating", "RollingBack", "UpdateRollbackFailed")
 
@@ -53,11 +66,23 @@ class _Configs:
 
     def __init__(self, client: Any, known: dict[str, dict[str, Any]]) -> None:
         self._client = client
-        self._variants: dict[str, dict[str, dict[str, Any]] | None] = {
-            details["config_name"]: details["config_variants"]
+        cached = [
+            details
             for details in known.values()
-            if details.get("config_name") and details.get("config_variants")
+            if details.get("config_name")
+            and details.get("config_variants")
+            # stored before the model and AsyncInferenceConfig were recorded: described again
+            and "config_async" in details
+            and all("model" in v for v in details["config_variants"].values())
+        ]
+        self._variants: dict[str, dict[str, dict[str, Any]] | None] = {
+            details["config_name"]: details["config_variants"] for details in cached
         }
+        self._async = {details["config_name"]: bool(details["config_async"]) for details in cached}
+
+    def is_async(self, name: str) -> bool:
+        """Has the config an AsyncInferenceConfig (an asynchronous endpoint)? After `variants`."""
+        return self._async.get(name, False)
 
     def variants(self, name: str) -> dict[str, dict[str, Any]] | None:
         """Per variant: instance type, serverless, minimum instances; None if the config is gone."""
@@ -69,11 +94,13 @@ class _Configs:
                     raise
                 self._variants[name] = None  # deleted while the endpoint kept running
             else:
+                self._async[name] = "AsyncInferenceConfig" in described
                 self._variants[name] = {
                     v["VariantName"]: {
                         "instance_type": v.get("InstanceType"),
                         "serverless": "ServerlessConfig" in v,
                         "min_instance_count": min_instances(v),
+                        "model": v.get("ModelName"),  # none: a variant for inference components
                     }
                     for v in described.get("ProductionVariants", [])
                 }
@@ -89,11 +116,12 @@ def min_instances(variant: dict[str, Any]) -> int | None:
 
 
 def describe(
-    client: Any, name: str, last_modified: str, configs: _Configs
+    client: Any, name: str, last_modified: str, configs: _Configs, found: Any = None
 ) -> dict[str, Any] | None:
-    """The details stored for an endpoint (None if it vanished since it was listed)."""
+    """The details stored for an endpoint (None if it vanished since it was listed), from
+    its Search record when `found` (guard.scanners.search), else from DescribeEndpoint."""
     try:
-        described = client.describe_endpoint(EndpointName=name)
+        described = found or client.describe_endpoint(EndpointName=name)
     except ClientError as exc:
         if not_found(exc):
             return None
@@ -116,7 +144,12 @@ def describe(
                 ),
             }
         )
+    instance_variants = [v for v in (config or {}).values() if not v.get("serverless")]
     return {
+        "endpoint_status": described.get("EndpointStatus", ""),
+        "async": configs.is_async(config_name),
+        "config_async": configs.is_async(config_name),
+        "components": bool(instance_variants) and not any(v["model"] for v in instance_variants),
         "config_name": config_name,
         "config_variants": config or {},
         "config_missing": config is None,
@@ -132,12 +165,16 @@ class Evidence:
 
 
 def invocations(
-    ctx: ScanContext, target: Target, endpoints: dict[str, tuple[datetime | None, list[str]]]
+    ctx: ScanContext,
+    target: Target,
+    endpoints: dict[str, tuple[datetime | None, list[str]]],
+    queued: frozenset[str] = frozenset(),
 ) -> dict[str, Evidence]:
     """Last invocation per endpoint name over the window, from its variants' Sum datapoints.
 
-    `endpoints` maps name -> (created, variant names). No datapoint at all means no
-    invocation since the later of its creation and the window's start.
+    `endpoints` maps name -> (created, variant names); for the asynchronous ones (`queued`) a
+    period with requests waiting (ApproximateBacklogSize above 0) is activity too. No datapoint
+    at all means no invocation since the later of its creation and the window's start.
     """
     window, now = invocation_window(ctx), ctx.now
     start, period = now - window, metric_period(window)
@@ -159,6 +196,18 @@ def invocations(
                     "ReturnData": True,
                 }
             )
+    for name in sorted(queued & endpoints.keys()):
+        query_id = f"b{len(queries)}"
+        owners[query_id] = name
+        dimensions = [{"Name": "EndpointName", "Value": name}]
+        metric = {"Namespace": NAMESPACE, "MetricName": BACKLOG, "Dimensions": dimensions}
+        queries.append(
+            {
+                "Id": query_id,
+                "MetricStat": {"Metric": metric, "Period": period, "Stat": "Maximum"},
+                "ReturnData": True,
+            }
+        )
     client = ctx.aws.client(target.account, target.region, "cloudwatch")
     last: dict[str, datetime] = {}
     for query_id, series in metric_data(client, queries, start, now).items():
@@ -192,8 +241,12 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     configs = _Configs(client, known)
     details: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
+    records = endpoint_records(client, target, spec, listed, known)  # by the page
     described = concurrently(
-        lambda ep: _details(client, ep, known.get(ep[spec.arn_field]), configs), listed
+        lambda ep: _details(
+            client, ep, known.get(ep[spec.arn_field]), configs, records.get(ep[spec.arn_field])
+        ),
+        listed,
     )
     for ep, (found, error) in zip(listed, described, strict=True):
         arn = ep[spec.arn_field]
@@ -213,11 +266,15 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
         for ep in listed
         if (d := details.get(ep[spec.arn_field])) is not None
         and d.get("variants")
+        and not d.get("components")  # judged by its inference components
         and ep[spec.status_field] in spec.running_states
     }
+    queued = frozenset(
+        ep[spec.name_field] for ep in listed if details.get(ep[spec.arn_field], {}).get("async")
+    )
     if in_service:
         try:
-            evidence = invocations(ctx, target, in_service)
+            evidence = invocations(ctx, target, in_service, queued)
         except AWS_ERRORS as exc:
             shared_error = shared_error or f"Invocations metrics unavailable: {error_text(exc)}"
             target.errors.append(
@@ -235,15 +292,20 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
 
 
 def _details(
-    client: Any, ep: dict[str, Any], cached: dict[str, Any] | None, configs: _Configs
+    client: Any,
+    ep: dict[str, Any],
+    cached: dict[str, Any] | None,
+    configs: _Configs,
+    record: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(details, error): the stored details while LastModifiedTime is unchanged, else fresh."""
     stamp = utc(ep.get("LastModifiedTime"))
     last_modified = stamp.isoformat() if stamp else ""
-    if last_modified and cached and cached.get("last_modified") == last_modified:
+    fresh = cached and cached.get("last_modified") == last_modified and "async" in cached
+    if last_modified and cached and fresh:
         return cached, None
     try:
-        return describe(client, ep["EndpointName"], last_modified, configs), None
+        return describe(client, ep["EndpointName"], last_modified, configs, record), None
     except AWS_ERRORS as exc:
         # Keep what was known (for the inventory), but without a fresh "last_modified" so the
         # next scan describes it again; the error makes it unknown this cycle.
@@ -252,9 +314,18 @@ def _details(
 
 
 def _price(
-    ctx: ScanContext, target: Target, spec: KindSpec, status: str, variants: list[dict[str, Any]]
+    ctx: ScanContext,
+    target: Target,
+    spec: KindSpec,
+    status: str,
+    variants: list[dict[str, Any]],
+    queued: bool = False,
 ) -> tuple[Decimal | None, str]:
-    """What the endpoint costs per hour now: Σ variant price x current instances."""
+    """What the endpoint costs per hour now: Σ variant price x current instances.
+
+    An asynchronous endpoint is billed as asynchronous inference (`USE1-AsyncInf:…`); where
+    that price is not known, the same type's Hosting price stands in, labelled
+    `hosting-estimate` (the two are equal where both are published, not for every type)."""
     if not variants:
         return None, "unknown"
     if all(v["serverless"] for v in variants):
@@ -268,11 +339,24 @@ def _price(
         if variant["serverless"] or variant["count"] == 0:
             continue
         price = ctx.prices.price(variant["instance_type"], target.region, spec.price_component)
+        if queued:
+            exact = ctx.prices.price(variant["instance_type"], target.region, ASYNC_COMPONENT)
+            estimated = price.usd_per_hour is not None and exact.usd_per_hour is None
+            price = price if estimated else exact
+            if estimated:
+                sources.append(HOSTING_ESTIMATE)
         if price.usd_per_hour is None:
             return None, "unknown"  # never a partial sum that looks like the whole cost
         total += price.usd_per_hour * variant["count"]
         sources.append(price.source)
+    if HOSTING_ESTIMATE in sources and "unknown" not in sources:
+        return total, HOSTING_ESTIMATE
     return total, combined_source(sources)
+
+
+def components_priced(ctx: ScanContext) -> bool:
+    """Is a kind listing inference components enabled? Then it carries their instances' $/h."""
+    return any(KINDS[k].list_operation == "list_inference_components" for k in ctx.cfg.kinds)
 
 
 def _resource(
@@ -289,10 +373,17 @@ def _resource(
     variants: list[dict[str, Any]] = details.get("variants", [])
     count = sum(v["count"] for v in variants if not v["serverless"])
     types = sorted({v["instance_type"] for v in variants if v.get("instance_type")})
-    usd_per_hour, price_source = _price(ctx, target, spec, status, variants)
+    usd_per_hour, price_source = _price(
+        ctx, target, spec, status, variants, bool(details.get("async"))
+    )
     created = utc(ep.get("CreationTime"))
     # Without its variants the instance count is not known: treat it as running (and unknown).
     running = status in spec.running_states and (count > 0 or not variants)
+    if details.get("components"):
+        if components_priced(ctx):  # its instances' money is on its components
+            usd_per_hour, price_source, running = Decimal(0), COMPONENTS_PRICED, False
+        elif error is None and running:
+            error = "hosts inference components: judged by them (enable their kind)"
     found = evidence.get(name)
     last_activity, source = (
         (found.last_activity, found.source) if found else (None, ActivitySource.IN_SERVICE_SINCE)

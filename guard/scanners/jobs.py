@@ -1,4 +1,4 @@
-"""Training, processing and transform jobs: one scanner driven by a per-kind table.
+"""Training, processing and transform jobs: one scanner driven by each entry's `JobShape`.
 
 Jobs are listed with `StatusEquals=InProgress` (100 per page) and described once: a job's
 instance type and count, start time and runtime limit never change, so they are kept in the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,8 +22,10 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.config import UTILIZATION_METRICS, Config
 from guard.kinds import KindSpec
+from guard.kinds.jobs import JobShape
 from guard.model import ActivitySource, Resource, parse_time, utilization_key
 from guard.pricing import combined_source
+from guard.scanners.search import job_records
 from guard.scanning import (
     ScanContext,
     Target,
@@ -41,54 +43,12 @@ from guard.scanning import (
 METRIC_EDGE = timedelta(minutes=5)
 
 
-@dataclass(frozen=True)
-class JobShape:
-    """Where a Describe*Job answer keeps what the guard needs: dotted paths, first found wins.
+def shape_of(spec: KindSpec) -> JobShape:
+    """Where the kind's Describe answer keeps its facts: the entry's `scanner_config`."""
+    if not isinstance(spec.scanner_config, JobShape):
+        raise TypeError(f"the {spec.name} entry has no JobShape in its scanner_config")
+    return spec.scanner_config
 
-    Checked against botocore's service model (sagemaker 2017-07-24).
-    """
-
-    instance_type: tuple[str, ...]
-    instance_count: tuple[str, ...]
-    started_at: tuple[str, ...]
-    ended_at: str
-    max_runtime: str | None = None  # transform jobs have no runtime limit
-    spot: str | None = None
-    # heterogeneous training clusters name their instances per group instead
-    instance_groups: str | None = None
-
-
-SHAPES: dict[str, JobShape] = {
-    "training_job": JobShape(
-        # Selected*: what SageMaker picked when the job gave a list of InstancePreferences
-        instance_type=("ResourceConfig.SelectedInstanceType", "ResourceConfig.InstanceType"),
-        instance_count=("ResourceConfig.SelectedInstanceCount", "ResourceConfig.InstanceCount"),
-        started_at=("TrainingStartTime", "CreationTime"),
-        ended_at="TrainingEndTime",
-        max_runtime="StoppingCondition.MaxRuntimeInSeconds",
-        spot="EnableManagedSpotTraining",
-        instance_groups="ResourceConfig.InstanceGroups",
-    ),
-    "processing_job": JobShape(
-        instance_type=(
-            "ProcessingResources.ClusterConfig.SelectedInstanceType",
-            "ProcessingResources.ClusterConfig.InstanceType",
-        ),
-        instance_count=(
-            "ProcessingResources.ClusterConfig.SelectedInstanceCount",
-            "ProcessingResources.ClusterConfig.InstanceCount",
-        ),
-        started_at=("ProcessingStartTime", "CreationTime"),
-        ended_at="ProcessingEndTime",
-        max_runtime="StoppingCondition.MaxRuntimeInSeconds",
-    ),
-    "transform_job": JobShape(
-        instance_type=("TransformResources.InstanceType",),
-        instance_count=("TransformResources.InstanceCount",),
-        started_at=("TransformStartTime", "CreationTime"),
-        ended_at="TransformEndTime",
-    ),
-}
 
 # Facts a cached `details` must hold to stand in for a Describe.
 CACHED_FACTS = ("instance_type", "instance_count", "started_at")
@@ -123,6 +83,8 @@ def facts(described: Mapping[str, Any], shape: JobShape) -> dict[str, Any]:
     }
     if len(groups) > 1:
         details["instance_groups"] = [[t, int(c or 0)] for t, c in groups]
+    if shape.parents and (parent := _find(described, *shape.parents)):
+        details["parent_arn"] = str(parent)  # a tuning or AutoML job's child: deferred
     return details
 
 
@@ -181,7 +143,7 @@ def _ended_jobs(
     each (once: next cycle they are no longer running) for their final status and end time,
     so their spend ends when AWS says the job ended. One that cannot be described is left
     out, and the snapshot treats it as gone."""
-    shape = SHAPES[spec.name]
+    shape = shape_of(spec)
     todo = sorted(ended.items())
     answers = concurrently(lambda item: _describe(client, spec, item[1]), todo)
     for (arn, _), answer in zip(todo, answers, strict=True):
@@ -214,7 +176,10 @@ def _job_facts(
     failed: dict[str, str] = {}
     if not new:
         return details, failed
-    shape = SHAPES[spec.name]
+    shape = shape_of(spec)
+    for arn, record in job_records(client, target, spec, new).items():  # by the page
+        details[arn] = facts(record, shape)
+    new = [job for job in new if job[spec.arn_field] not in details]
     answers = concurrently(lambda job: _describe(client, spec, job[spec.name_field]), new)
     for job, answer in zip(new, answers, strict=True):
         arn = job[spec.arn_field]
@@ -258,7 +223,10 @@ def _resource(
     evidence_error: str | None,
 ) -> Resource:
     status = job[spec.status_field]
-    running = status in spec.running_states
+    # A child of a tuning or AutoML job is listed and acted on as its parent (which prices
+    # its running children): here it is "deferred", not running, $0, never warned about.
+    parent = details.get("parent_arn")
+    running = status in spec.running_states and not parent
     started = parse_time(details.get("started_at")) or utc(job.get("CreationTime"))
     details = {**details, **runtime_evidence(details, started, ctx.now)} if details else {}
     price, source = job_price(ctx, target.region, spec, details)
@@ -273,7 +241,7 @@ def _resource(
         instance_type=details.get("instance_type"),
         instance_count=int(details.get("instance_count") or 0),
         usd_per_hour=price if running else Decimal(0),
-        price_source=source if running else "not-running",
+        price_source=source if running else "parent" if parent else "not-running",
         created_at=utc(job.get("CreationTime")),
         running_since=started if running else None,
         last_activity=None,  # a job's activity is its utilization, judged per rule window
@@ -360,7 +328,10 @@ def job_utilization(
         jobs = {
             arn: (names[arn], int(d["instance_count"]))
             for arn, d in details.items()
-            if arn in names and (started := parse_time(d.get("started_at"))) and started <= start
+            if arn in names
+            and not d.get("parent_arn")  # a child: its parent is judged
+            and (started := parse_time(d.get("started_at")))
+            and started <= start
         }
         if not jobs:
             continue

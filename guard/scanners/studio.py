@@ -1,5 +1,6 @@
-"""Studio apps (JupyterLab, Code Editor, KernelGateway, JupyterServer, Canvas...) and the
-domains and user profiles that leave them without built-in idle shutdown.
+"""Studio apps (JupyterLab, Code Editor, KernelGateway, JupyterServer, Canvas, RStudio,
+TensorBoard, DetailedProfiler: every AppType) and the domains and user profiles that leave
+them without built-in idle shutdown.
 
 Calls grow with pages, not apps: one ListApps across all domains (100 per page), the app
 tags from the Resource Groups Tagging API, space owners from ListSpaces and user-profile
@@ -35,9 +36,11 @@ IDLE_SHUTDOWN_APPS = {"JupyterLabAppSettings": "JupyterLab", "CodeEditorAppSetti
 # Instance type of apps that run on a free, shared system instance (Studio Classic's
 # JupyterServer "default" app): they cost nothing, whatever their status.
 SYSTEM_INSTANCE = "system"
-# Apps billed by session hours rather than by a ResourceSpec instance (Canvas): running and
-# costing, at a price the bundled table does not know, so shown as unknown, never $0.
-SESSION_BILLED = {"Canvas"}
+# Apps billed by session-hour rather than by a ResourceSpec instance: app type -> (price key's
+# instance-type column, component). A Canvas app is a session, billed per session-hour while
+# it runs (AWS usage type `<REGION>-Canvas:Session-Hrs`); no bundled figure has a source, so
+# it is unknown (never $0) unless the Price List API has it.
+SESSION_BILLED = {"Canvas": ("canvas-session", "Canvas")}
 # First-time describes of user profiles per scan: a domain with thousands of profiles is
 # checked over a few cycles instead of one burst (what was checked is cached).
 MAX_PROFILE_DESCRIBES = 100
@@ -138,10 +141,14 @@ def _resource(
         app_type not in SESSION_BILLED
     )
     running = status in spec.running_states and not free
+    billing: dict[str, str] = {}
+    if app_type in SESSION_BILLED:  # priced per session-hour, whatever instance it names
+        instance_type, component = SESSION_BILLED[app_type]
+        billing = {"billing": f"per {app_type} session-hour while the app runs"}
+    else:
+        component = spec.price_component.format(app_type=app_type)
     if running:
-        price = ctx.prices.price(
-            instance_type, target.region, spec.price_component.format(app_type=app_type)
-        )
+        price = ctx.prices.price(instance_type, target.region, component)
         usd_per_hour, price_source = price.usd_per_hour, price.source
     else:
         usd_per_hour, price_source = Decimal(0), "none"
@@ -188,6 +195,7 @@ def _resource(
             "space": app.get("SpaceName"),
             "user_profile": app.get("UserProfileName"),
             "owner_from": owner.source,
+            **billing,
             **seen,
         },
     )

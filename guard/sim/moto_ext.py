@@ -13,14 +13,21 @@ Here:
 - Resource Groups Tagging API: without `TagsPerPage`, AWS pages by `ResourcesPerPage` only,
   while moto also cuts every page at 100 tags;
 - fault injection and request counting at the HTTP boundary (`guard/sim/faults.py`).
+- for the newer kinds (`mlflow.py`, `hyperpod.py`, `inference.py`, `tuning.py`,
+  `training_plans.py`): offset paging, timestamp parameters, one transition time, and tags
+  on resources kept outside moto's tables (`tag_source`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+import botocore.session
+from moto.core.resource_tagging import TaggedResource
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -29,6 +36,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from moto.resourcegroupstaggingapi import responses as tagging_responses
 from moto.sagemaker import models as sm_models
+from moto.sagemaker.exceptions import AWSValidationException
 from moto.sagemaker.exceptions import ValidationError as SageMakerValidationError
 from werkzeug.serving import make_server
 
@@ -101,16 +109,93 @@ def install(clock: Clock) -> None:
 
     tagging_responses.ResourceGroupsTaggingAPIResponse.get_resources = get_resources  # type: ignore[method-assign]
 
+    _patch_tag_sources()
+
     from guard.sim import endpoints, jobs, studio  # they import this module for `now()`
 
     endpoints.install()
     jobs.install()
     studio.install()
 
+    from guard.sim import hyperpod, inference, mlflow, search, training_plans, tuning
+
+    for newer in (mlflow, hyperpod, inference, tuning, training_plans, search):
+        newer.install()
+
 
 def now() -> datetime:
     """The simulated clock's time, naive UTC as moto keeps it."""
     return naive_utc(_clock.now()) if _clock else datetime.now(UTC).replace(tzinfo=None)
+
+
+# --- shared by the modules of the newer kinds (mlflow, hyperpod, inference, tuning, ...) ------
+
+TRANSITION = timedelta(minutes=10)  # how long a Creating/Stopping/Updating/... state lasts
+PAGE_LIMIT = 100  # MaxResults of SageMaker's List* calls is 1..100
+_Item = TypeVar("_Item")
+# (ARN marker such as ":mlflow-tracking-server/", tagging-API type, backend -> resources)
+_tag_sources: list[tuple[str, str, Callable[[Any], Iterable[Any]]]] = []
+
+
+def offset_page(
+    items: Sequence[_Item], token: str | None, limit: int | None
+) -> tuple[list[_Item], str | None]:
+    """One page of `items` and the token of the next (an offset), as the List* calls page."""
+    try:
+        start = int(token) if token else 0
+    except ValueError:
+        raise AWSValidationException("Invalid pagination token") from None
+    end = start + min(int(limit or PAGE_LIMIT), PAGE_LIMIT)
+    return list(items[start:end]), (str(end) if end < len(items) else None)
+
+
+def as_naive(value: Any) -> datetime | None:
+    """A timestamp request parameter (datetime, epoch seconds or ISO text) as naive UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return naive_utc(value) if value.tzinfo else value
+    if isinstance(value, int | float) or str(value).replace(".", "", 1).isdigit():
+        return datetime.fromtimestamp(float(value), UTC).replace(tzinfo=None)
+    return naive_utc(datetime.fromisoformat(str(value)))
+
+
+@functools.cache
+def model_enum(shape: str) -> tuple[str, ...]:
+    """The values botocore's SageMaker model allows for an enum shape (e.g. AppType)."""
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return tuple(model.shape_for(shape).enum)
+
+
+def tag_source(arn_marker: str, resource_type: str, items: Callable[[Any], Iterable[Any]]) -> None:
+    """Resources kept outside moto's own tables (objects with `.arn` and a `.tags` list) become
+    visible to AddTags/ListTags/DeleteTags and to the Resource Groups Tagging API."""
+    _tag_sources.append((arn_marker, resource_type, items))
+
+
+def _patch_tag_sources() -> None:
+    backend_class = sm_models.SageMakerModelBackend
+    original_lookup = backend_class._get_resource_from_arn
+    original_iter = backend_class.iter_tagged_resources
+
+    def get_resource_from_arn(self: Any, arn: str) -> Any:
+        for marker, _, items in _tag_sources:
+            if marker in arn:
+                for item in items(self):
+                    if item.arn == arn:
+                        return item
+                raise SageMakerValidationError(message=f"Could not find resource {arn}")
+        return original_lookup(self, arn)
+
+    def iter_tagged_resources(self: Any) -> Iterator[TaggedResource]:
+        yield from original_iter(self)
+        for _, resource_type, items in _tag_sources:
+            for item in items(self):
+                tags = {t["Key"]: t["Value"] for t in item.tags}
+                yield TaggedResource(arn=item.arn, tags=tags, resource_type=resource_type)
+
+    backend_class._get_resource_from_arn = get_resource_from_arn  # type: ignore[method-assign]
+    backend_class.iter_tagged_resources = iter_tagged_resources  # type: ignore[method-assign]
 
 
 class SimServer(ThreadedMotoServer):

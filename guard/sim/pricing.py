@@ -191,6 +191,11 @@ class PriceList:
             self._prices.pop((instance_type, region, component), None)
             self._items = None
 
+    def priced(self) -> dict[tuple[str, str, str], Decimal]:
+        """(instance type, region, component) -> USD per hour: what a refresh should store."""
+        with self._lock:
+            return dict(self._prices)
+
     def items(self) -> list[tuple[dict[str, Any], str]]:
         """Every product (attributes, serialized item), built once per change."""
         with self._lock:

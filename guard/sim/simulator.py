@@ -15,13 +15,23 @@ from moto.logs.models import LogEvent
 from guard.sim.base import FAKE_ROLE, NOTEBOOK_LOG_GROUP, SimBase
 from guard.sim.costs import CostSeeding
 from guard.sim.endpoints import EndpointSeeding
+from guard.sim.hyperpod import HyperPodSeeding
+from guard.sim.inference import InferenceSeeding
 from guard.sim.jobs import JobSeeding
+from guard.sim.mlflow import MlflowSeeding
 from guard.sim.moto_ext import naive_utc
+from guard.sim.organizations import OrganizationSeeding
 from guard.sim.pricing import PricingSeeding
 from guard.sim.studio import StudioSeeding
+from guard.sim.training_plans import TrainingPlanSeeding
+from guard.sim.tuning import TuningSeeding
 
 
-class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, CostSeeding, PricingSeeding, SimBase):
+class Simulator(
+    EndpointSeeding, JobSeeding, StudioSeeding, CostSeeding, PricingSeeding,
+    MlflowSeeding, HyperPodSeeding, InferenceSeeding, TuningSeeding, TrainingPlanSeeding,
+    OrganizationSeeding, SimBase,
+):  # fmt: skip
     """One simulated account (and its member accounts) across `regions`."""
 
     def add_notebook(
@@ -153,3 +163,7 @@ class Simulator(EndpointSeeding, JobSeeding, StudioSeeding, CostSeeding, Pricing
                     notebook.status = "Stopped"
                     notebook.last_modified_time = naive_utc(self.clock.now())
         self.settle_jobs()
+        self.settle_mlflow()  # and the newer kinds' Creating/Stopping/Updating/Deleting
+        self.settle_clusters()
+        self.settle_inference()
+        self.settle_tuning()

@@ -233,6 +233,12 @@ def create_app(
     tags: list[Any],
 ) -> FakeApp:
     _domain(backend, domain_id)
+    app_types = moto_ext.model_enum("AppType")
+    if app_type not in app_types:
+        raise SageMakerValidationError(
+            message=f"Value '{app_type}' at 'appType' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{', '.join(app_types)}]"
+        )
     if bool(user) == bool(space):
         raise SageMakerValidationError(message="Exactly one of UserProfileName or SpaceName")
     studio = state(backend)
