@@ -124,6 +124,13 @@ def inventory_items(
                 # spend the guard observed, per local day (see "Accrued spend" in the README)
                 "accrued_today_usd": money(today.get(res.arn, Spent()).usd, 2),
                 "accrued_month_usd": money(month.get(res.arn, Spent()).usd, 2),
+                # hours today / this month at an unknown price: not in the figures above
+                "unpriced_today_hours": round(
+                    today.get(res.arn, Spent()).unpriced_seconds / 3600, 2
+                ),
+                "unpriced_month_hours": round(
+                    month.get(res.arn, Spent()).unpriced_seconds / 3600, 2
+                ),
                 "owner": owner_of(res, cfg) or None,
                 "exempt": is_exempt(res, cfg),
                 "snoozed_until": iso(until),
@@ -305,12 +312,20 @@ def _inventory_cells(item: Mapping[str, Any], cfg: Config) -> dict[str, str]:
         "usd_per_hour": "unknown" if price is None else f"{Decimal(price):.3f}",
         "status": str(item["status"]),
         "owner": item["owner"] or "",
-        "month": str(item["accrued_month_usd"]),
+        "month": _spent_cell(item["accrued_month_usd"], item.get("unpriced_month_hours")),
         "billed": _billed_cell(item),
         "activity": activity,
         "instance": f"{item['instance_type']}" + (f" x{count}" if count != 1 else ""),
-        "today": str(item["accrued_today_usd"]),
+        "today": _spent_cell(item["accrued_today_usd"], item.get("unpriced_today_hours")),
     }
+
+
+def _spent_cell(usd: str, unpriced_hours: float | None) -> str:
+    """A resource's spend for people: "unknown" when it ran only at an unknown price, "+?"
+    when part of it was — never $0 for hours nobody priced."""
+    if not unpriced_hours:
+        return str(usd)
+    return "unknown" if Decimal(usd) == 0 else f"{usd}+?"
 
 
 def _billed_cell(item: Mapping[str, Any]) -> str:
@@ -353,6 +368,8 @@ def _total(items: Sequence[Mapping[str, Any]], key: str) -> str:
     places = 3 if key == "usd_per_hour" else 2
     text = f"{sum(known, Decimal(0)):.{places}f}"
     unknown = len(items) - len(known)
+    if key in ("month", "today"):  # spend of hours at an unknown price is not in the figure
+        unknown += sum(1 for i in items if i.get(f"unpriced_{key}_hours"))
     return f"{text}+?" if unknown else text  # some have no known price
 
 

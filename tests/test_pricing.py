@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 from sqlalchemy import func, select
 
 from guard.aws import Aws
@@ -23,6 +24,7 @@ from guard.cycle import Guard, run_cycle
 from guard.iam import policy
 from guard.model import ManualClock, Resource
 from guard.pricing import Price, PriceBook, parse_price_item, refresh_prices
+from guard.reports import inventory_for, inventory_table
 from guard.sim import Simulator
 from guard.sim.pricing import product
 from guard.store import Store
@@ -314,6 +316,24 @@ def test_a_type_neither_source_knows_is_unknown_and_counted(
     assert "1 running resource has no known price (shown as unknown, not $0)" in words(
         result.output
     )
+
+    # What it spent this month is unknown too, not $0.00 (the table, its total, the console)
+    clock.advance(timedelta(hours=1))
+    run_cycle(guard)
+    items = {i["name"]: i for i in inventory_for(guard.store, guard.cfg, clock.now())}
+    assert items["mystery"]["unpriced_month_hours"] == 1.0
+    assert items["known"]["unpriced_month_hours"] == 0
+    console = Console(width=250, record=True, file=io.StringIO())
+    console.print(inventory_table(list(items.values()), guard.cfg, clock.now()))
+    table = console.export_text()
+    mystery_row = next(line for line in table.splitlines() if "notebook/mystery" in line)
+    assert "0.00 " not in mystery_row and mystery_row.count("unknown") >= 2  # $/h and month
+    total_row = next(line for line in table.splitlines() if "total: 2" in line)
+    assert "0.05+?" in total_row  # the month's total says part of it is unknown
+    from guard.web.pages import _build_fleet
+
+    rows = {r["name"]: r for r in _build_fleet(guard, clock.now())}
+    assert rows["mystery"]["month"] is None and rows["known"]["month"] == Decimal("0.05")
 
 
 def test_managed_spot_training_is_priced_as_an_estimate(

@@ -162,12 +162,18 @@ def _build_fleet(guard: Guard, now: datetime) -> list[dict[str, Any]]:
             "evidence": res.evidence_error or res.activity_source.value,
             "exempt": is_exempt(res, cfg), "snoozed": snoozed_until(res, cfg, snoozes, now),
             "rules": rules.get(res.arn, []),
-            "today": _cents(spent_today.get(res.arn, Spent()).usd),
-            "month": _cents(spent_month.get(res.arn, Spent()).usd),
+            "today": _spent(spent_today.get(res.arn, Spent())),
+            "month": _spent(spent_month.get(res.arn, Spent())),
             "text": " ".join(str(v) for v in (res.name, res.arn, owner, team,
                              res.instance_type, *res.tags.values()) if v).lower(),
         })  # fmt: skip
     return rows
+
+
+def _spent(spent: Spent) -> Decimal | None:
+    """What a resource spent as shown: None (unknown) when it ran only at an unknown price —
+    never $0 for what was not priced."""
+    return None if spent.unpriced_seconds and not spent.usd else _cents(spent.usd)
 
 
 def _cents(usd: Decimal | None) -> Decimal | None:
@@ -205,7 +211,7 @@ _FIRST = datetime.min.replace(tzinfo=UTC)
 NOW_SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "usd_per_hour": lambda r: r["usd_per_hour"] if r["usd_per_hour"] is not None else -1,
     "accrued": lambda r: r["accrued"] if r["accrued"] is not None else -1,
-    "month": lambda r: r["month"],
+    "month": lambda r: r["month"] if r["month"] is not None else -1,
     "name": lambda r: r["name"].lower(),
     "kind": lambda r: r["kind"],
     "owner": lambda r: r["owner"] or "",
