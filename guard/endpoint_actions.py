@@ -26,6 +26,7 @@ from guard import failpoints
 from guard.aws import not_found, pages
 from guard.inference_actions import ASYNC_CAPACITY, Rescaled, async_scale_to_zero, restore_capacity
 from guard.model import Clock, Outcome, Resource
+from guard.restoring import Seen, wait_until_ready
 from guard.scanners.endpoint import min_instances
 from guard.store import Store
 
@@ -238,15 +239,15 @@ def _wait(
     poll_every: timedelta,
     result: Callable[[bool, str, datetime | None, str], Restored],
 ) -> Restored:
-    deadline = clock.now() + timeout
-    while True:
+    def look() -> Seen:
         described = client.describe_endpoint(EndpointName=name)
         status = str(described["EndpointStatus"])
-        if status == "InService":
-            return result(True, status, clock.now(), f"endpoint {name} is InService again")
-        if status == "Failed":
-            reason = described.get("FailureReason", "no reason given")
-            return result(True, status, None, f"endpoint {name} failed to create: {reason}")
-        if clock.now() >= deadline:
-            return result(True, status, None, f"endpoint {name} is still {status}")
-        sleep(poll_every.total_seconds())
+        failed = described.get("FailureReason", "no reason given") if status == "Failed" else None
+        return Seen(status, status == "InService", failed)
+
+    seen = wait_until_ready(look, clock=clock, sleep=sleep, timeout=timeout, poll_every=poll_every)
+    if seen.ready:
+        return result(True, seen.status, clock.now(), f"endpoint {name} is InService again")
+    if seen.failed is not None:
+        return result(True, seen.status, None, f"endpoint {name} failed to create: {seen.failed}")
+    return result(True, seen.status, None, f"endpoint {name} is still {seen.status}")

@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 from guard.aws import not_found
 from guard.kinds.hyperpod import HYPERPOD_CLUSTER
 from guard.model import Clock, Outcome, Resource
+from guard.restoring import Seen, wait_until_ready
 from guard.store import Store
 
 
@@ -227,19 +228,21 @@ def restore_cluster(
     note = f" (not restored: {', '.join(gone)} no longer exist)" if gone else ""
     if not wait:
         return result(True, "Updating", None, f"cluster {name} is scaling up{note}")
-    deadline = clock.now() + timeout
     wanted = {g["name"]: g["instance_count"] for g in todo}
-    while True:
+
+    def look() -> Seen:
         described = client.describe_cluster(ClusterName=name)
         status = str(described["ClusterStatus"])
         current = {g["InstanceGroupName"]: int(g.get("CurrentCount", 0))
                    for g in described.get("InstanceGroups", [])}  # fmt: skip
-        if status == "InService" and all(current.get(n, 0) >= c for n, c in wanted.items()):
-            message = f"cluster {name} is InService with its saved instance counts{note}"
-            return result(True, status, clock.now(), message)
-        if status == "Failed":
-            reason = described.get("FailureMessage", "no reason given")
-            return result(True, status, None, f"cluster {name} failed to scale up: {reason}")
-        if clock.now() >= deadline:
-            return result(True, status, None, f"cluster {name} is still {status}{note}")
-        sleep(poll_every.total_seconds())
+        ready = status == "InService" and all(current.get(n, 0) >= c for n, c in wanted.items())
+        failed = described.get("FailureMessage", "no reason given") if status == "Failed" else None
+        return Seen(status, ready, failed)
+
+    seen = wait_until_ready(look, clock=clock, sleep=sleep, timeout=timeout, poll_every=poll_every)
+    if seen.ready:
+        message = f"cluster {name} is InService with its saved instance counts{note}"
+        return result(True, seen.status, clock.now(), message)
+    if seen.failed is not None:
+        return result(True, seen.status, None, f"cluster {name} failed to scale up: {seen.failed}")
+    return result(True, seen.status, None, f"cluster {name} is still {seen.status}{note}")

@@ -37,6 +37,7 @@ from guard import failpoints
 from guard.aws import AWS_ERRORS, error_text, not_found, pages
 from guard.kinds.inference import INFERENCE_COMPONENT
 from guard.model import Clock, Outcome, Resource
+from guard.restoring import Seen, wait_until_ready
 from guard.scanners.endpoint import min_instances
 from guard.store import RestoreRecordRow, Store
 
@@ -268,19 +269,20 @@ def restore_component(
         return result(False, "InService", None, f"inference component {name} has {copies} copies")
     if not wait:
         return result(True, "Updating", None, f"inference component {name} is being scaled up")
-    deadline = clock.now() + timeout
-    while True:
+
+    def look() -> Seen:
         found = client.describe_inference_component(InferenceComponentName=name)
         status = str(found["InferenceComponentStatus"])
         current = int((found.get("RuntimeConfig") or {}).get("CurrentCopyCount", 0))
-        if status == "InService" and current == copies:
-            return result(True, status, clock.now(), f"inference component {name} is back")
-        if status == "Failed":
-            reason = found.get("FailureReason", "no reason given")
-            return result(True, status, None, f"inference component {name} failed: {reason}")
-        if clock.now() >= deadline:
-            return result(True, status, None, f"inference component {name} is still {status}")
-        sleep(poll_every.total_seconds())
+        failed = found.get("FailureReason", "no reason given") if status == "Failed" else None
+        return Seen(status, status == "InService" and current == copies, failed)
+
+    seen = wait_until_ready(look, clock=clock, sleep=sleep, timeout=timeout, poll_every=poll_every)
+    if seen.ready:
+        return result(True, seen.status, clock.now(), f"inference component {name} is back")
+    if seen.failed is not None:
+        return result(True, seen.status, None, f"inference component {name} failed: {seen.failed}")
+    return result(True, seen.status, None, f"inference component {name} is still {seen.status}")
 
 
 def _restore_endpoint_config(client: Any, record: dict[str, Any]) -> bool:

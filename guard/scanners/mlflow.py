@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, error_text, not_found, pages
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Clock, Finding, Outcome, Resource
+from guard.restoring import Seen, wait_until_ready
 from guard.scanning import ScanContext, Target, concurrently, list_all, tags_or_error, utc
 from guard.store import Store
 
@@ -304,15 +305,16 @@ def restore_server(
     store.mark_restored(row.id, clock.now())
     if not wait:
         return result(True, "Starting", None, f"MLflow tracking server {name} is starting")
-    deadline = clock.now() + timeout
-    while True:
-        status = str(
-            client.describe_mlflow_tracking_server(TrackingServerName=name)["TrackingServerStatus"]
-        )
-        if status == "Started":
-            return result(True, status, clock.now(), f"MLflow tracking server {name} is Started")
-        if status == "StartFailed":
-            return result(True, status, None, f"MLflow tracking server {name} failed to start")
-        if clock.now() >= deadline:
-            return result(True, status, None, f"MLflow tracking server {name} is still {status}")
-        sleep(poll_every.total_seconds())
+
+    def look() -> Seen:
+        found = client.describe_mlflow_tracking_server(TrackingServerName=name)
+        status = str(found["TrackingServerStatus"])
+        return Seen(status, status == "Started", "StartFailed" if status == "StartFailed" else None)
+
+    seen = wait_until_ready(look, clock=clock, sleep=sleep, timeout=timeout, poll_every=poll_every)
+    server = f"MLflow tracking server {name}"
+    if seen.ready:
+        return result(True, seen.status, clock.now(), f"{server} is Started")
+    if seen.failed is not None:
+        return result(True, seen.status, None, f"{server} failed to start")
+    return result(True, seen.status, None, f"{server} is still {seen.status}")
