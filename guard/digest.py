@@ -32,8 +32,9 @@ def due(cfg: Config, now: datetime) -> datetime | None:
     return cron.last_fire(cfg.slack.digest, cfg.tz, now, within=timedelta(days=1))
 
 
-def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
-    """The digest as JSON-able data (money as decimal strings)."""
+def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -> dict[str, Any]:
+    """The digest as JSON-able data (money as decimal strings). `recommend=False`: without
+    the Monday recommendations (a backtest of the history), for views that do not show them."""
     today = now.astimezone(cfg.tz).date()
     month_start = today.replace(day=1)
     month = {arn: x.usd for arn, x in store.spent(month_start, today + timedelta(days=1)).items()}
@@ -157,7 +158,7 @@ def build(cfg: Config, store: Store, now: datetime) -> dict[str, Any]:
             for r in idle
         ],
         "saved": saved_this_month(store, cfg, now),
-        "recommendations": weekly_recommendations(cfg, store, now),
+        "recommendations": weekly_recommendations(cfg, store, now) if recommend else [],
     }
 
 

@@ -19,6 +19,7 @@ import pytest
 from rich.console import Console
 
 from guard import demo
+from guard import digest as demo_digest
 from guard.config import Config, Secrets
 from guard.cycle import Guard
 from guard.model import ActivitySource, ManualClock, Resource
@@ -170,7 +171,7 @@ def test_spend_chart_renders_the_series_of_the_store(
     page.wait_for_function("() => window.Chart && Chart.getChart('daily-chart')")
     owners = page.evaluate("() => Chart.getChart('daily-chart').data.datasets.map(d => d.label)")
     spenders = store.spent_by_day(today - timedelta(days=89), today + timedelta(days=1))
-    assert set(owners) == {owner_of(known[a], cfg) or "(unowned)" for a in spenders}
+    assert set(owners) == {owner_of(known[a], cfg) or demo_digest.UNOWNED for a in spenders}
     page.goto(console_url + "/spend")
     page.wait_for_function("() => window.Chart && Chart.getChart('daily-chart')")
     _shot(page, "spend.png")

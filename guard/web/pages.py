@@ -464,7 +464,8 @@ def spend_page() -> Response | str:
         for d in days
     ]  # fmt: skip
     # the digest's figures (month to date, burn, top idle, saved), as Slack gets them
-    data = cached("digest", guard, now, lambda: digest.build(cfg, store, now))
+    # (not its Monday recommendations: a backtest, shown on their own page)
+    data = cached("digest", guard, now, lambda: digest.build(cfg, store, now, recommend=False))
     month = budgets.period_of("month", now, cfg.tz)
     hours_left = Decimal(int(max((month.end_at - now).total_seconds(), 0))) / 3600
     burn = Decimal(data["usd_per_hour"])
