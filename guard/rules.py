@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from guard import cron
@@ -82,12 +82,20 @@ def last_fire(schedule: str, tz: ZoneInfo, now: datetime) -> datetime | None:
     return cron.last_fire(schedule, tz, now)
 
 
+# "This answer holds for as long as the resource's evidence stays as it is."
+FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Match:
-    """Whether a rule selects a resource: True, False, or None when that cannot be known."""
+    """Whether a rule selects a resource: True, False, or None when that cannot be known.
+    `until`: while the resource stays as it is, the answer holds at least until then (the
+    passing of time alone cannot change it sooner); None when it may change by any later
+    time. Only the backtest uses it, to skip cycles in which nothing could happen."""
 
     matched: bool | None
     reason: str
+    until: datetime | None = None
 
 
 def _idle_reason(res: Resource, idle: timedelta, tz: ZoneInfo) -> str:
@@ -164,20 +172,22 @@ def match(
     """Apply every selector of `rule` to `res` (ANDed). `usage`: its learned weekly pattern,
     for `schedule: learned`."""
     if res.kind != rule.kind:
-        return Match(False, "other kind")
+        return Match(False, "other kind", FOREVER)
     if rule.accounts and res.account not in rule.accounts:
-        return Match(False, "other account")
+        return Match(False, "other account", FOREVER)
     if rule.regions and res.region not in rule.regions:
-        return Match(False, "other region")
+        return Match(False, "other region", FOREVER)
     if rule.instance_types and not any(
         fnmatch.fnmatchcase(res.instance_type or "", glob) for glob in rule.instance_types
     ):
-        return Match(False, "other instance type")
+        return Match(False, "other instance type", FOREVER)
     if rule.names and not any(fnmatch.fnmatchcase(res.name, glob) for glob in rule.names):
-        return Match(False, "other name")
+        return Match(False, "other name", FOREVER)
     if not tags_match(rule.tags, res.tags):
-        return Match(False, "tags do not match")
+        return Match(False, "tags do not match", FOREVER)
     reasons: list[str] = []
+    # A learned schedule's answer changes with the hour of the week: it holds only for now.
+    timeless = FOREVER if rule.schedule != LEARNED else None
     idle_for = rule.idle_for
     learned = _learned(usage, cfg, now) if rule.schedule == LEARNED else None
     if learned is not None:  # outside its usual hours; while unsure, the idle rule (idle_for)
@@ -188,18 +198,21 @@ def match(
     if idle_for is not None:
         idle = res.idle_for(now)
         if idle is None:
-            return Match(None, "activity unknown")
+            return Match(None, "activity unknown", timeless)
         if idle < idle_for:
-            return Match(False, "active recently")
+            return Match(False, "active recently", timeless and _later(now, idle_for - idle))
         reasons.append(_idle_reason(res, idle, cfg.tz))
     if rule.running_for is not None:
         running = res.running_for(now)
-        if running is None or running < rule.running_for:
-            return Match(False, "not running long enough")
+        if running is None:
+            return Match(False, "not running long enough", timeless)
+        if running < rule.running_for:
+            until = timeless and _later(now, rule.running_for - running)
+            return Match(False, "not running long enough", until)
         reasons.append(f"running for {human(running)}")
     if rule.cost_per_hour_over is not None:
         if res.usd_per_hour is None or res.usd_per_hour <= rule.cost_per_hour_over:
-            return Match(False, "not over the hourly cost")
+            return Match(False, "not over the hourly cost", timeless)
         reasons.append(f"costs ${res.usd_per_hour:.2f}/h (over ${rule.cost_per_hour_over}/h)")
     if rule.accrued_cost_over is not None:
         accrued = res.accrued_usd(now)
@@ -212,9 +225,9 @@ def match(
             peak = res.utilization.get(utilization_key(metric, window))
             if peak is None:
                 # No datapoints over the whole window is missing data, not a stalled job.
-                return Match(None, f"{metric} utilization over {human(window)} unknown")
+                return Match(None, f"{metric} utilization over {human(window)} unknown", timeless)
             if peak >= limit:
-                return Match(False, f"{metric} utilization reached {peak:.0f} %")
+                return Match(False, f"{metric} utilization reached {peak:.0f} %", timeless)
             reasons.append(
                 f"{_METRIC_LABEL[metric]} at most {peak:.1f} % over the last {human(window)} "
                 f"(under {limit:g} %)"
@@ -228,6 +241,13 @@ def match(
     return Match(True, "; ".join(reasons) or f"selected by rule {rule.id}")
 
 
+def _later(now: datetime, delta: timedelta) -> datetime:
+    try:
+        return min(now + delta, FOREVER)
+    except OverflowError:  # a rule's threshold past the end of the calendar
+        return FOREVER
+
+
 def evaluate(
     resources: Sequence[Resource],
     episodes: Mapping[tuple[str, str], Episode],
@@ -235,20 +255,38 @@ def evaluate(
     cfg: Config,
     now: datetime,
     learned: Mapping[str, UsagePattern] | None = None,
+    quiet: dict[str, datetime] | None = None,
 ) -> list[Decision]:
     """Every rule over every resource: what to warn about, act on, or resolve now.
     `learned`: weekly usage patterns by ARN, for `schedule: learned` rules (without one, such
-    a rule is its idle rule)."""
+    a rule is its idle rule). `quiet`, if given, is filled for the resources with no open
+    episode on which nothing was decided: the earliest time any rule could decide something
+    if the resource stays as it is (the backtest skips the cycles before it)."""
     decisions: list[Decision] = []
     patterns = learned or {}
+    calm: dict[str, datetime | None] | None = {} if quiet is not None else None
     for rule in cfg.rules:
         fired = last_fire(rule.schedule, cfg.tz, now) if rule.schedule else None
         for res in resources:
             if res.kind == rule.kind:
                 episode = episodes.get((res.arn, rule.id))
                 usage = patterns.get(res.arn)
-                decisions.extend(_decide(rule, res, episode, snoozes, cfg, now, fired, usage))
+                made = _decide(rule, res, episode, snoozes, cfg, now, fired, usage, calm)
+                decisions.extend(made)
+    if quiet is not None and calm is not None:
+        for res in resources:  # no rule for its kind: nothing will ever be decided
+            until = calm.get(res.arn, FOREVER)
+            if until is not None:
+                quiet[res.arn] = until
     return decisions
+
+
+def _calm(calm: dict[str, datetime | None] | None, arn: str, until: datetime | None) -> None:
+    """Note that one rule decided nothing on `arn` and cannot before `until` (None: it may
+    at any time, or it has an episode); the resource's answer is the earliest over rules."""
+    if calm is None or (arn in calm and calm[arn] is None):
+        return
+    calm[arn] = None if until is None else min(calm.get(arn) or FOREVER, until)
 
 
 def _decide(
@@ -260,6 +298,7 @@ def _decide(
     now: datetime,
     fired: datetime | None,
     usage: UsagePattern | None = None,
+    calm: dict[str, datetime | None] | None = None,
 ) -> Iterable[Decision]:
     def decision(step: Step, reason: str, deadline: datetime | None = None) -> Decision:
         return Decision(
@@ -273,18 +312,25 @@ def _decide(
             attempts=episode.attempts if episode else 0,
         )
 
+    if episode is not None:
+        _calm(calm, res.arn, None)
     if (why := hold(res, cfg, snoozes, now)) is not None:
         # Missing data is never evidence: an unknown resource neither escalates nor ends.
         if episode and why != UNKNOWN:
             yield decision(Step.RESOLVE, why)
+        # not running, unknown and exempt stay so while it does; a snooze ends
+        _calm(calm, res.arn, snoozed_until(res, cfg, snoozes, now) or FOREVER)
         return
     result = match(rule, res, cfg, now, fired, usage)
     if result.matched is None:
+        _calm(calm, res.arn, result.until)
         return
     if not result.matched:
         if episode:
             yield decision(Step.RESOLVE, f"no longer matches: {result.reason}")
+        _calm(calm, res.arn, result.until)
         return
+    _calm(calm, res.arn, None)
     if episode is None:
         deadline = now + rule.grace if rule.mutates else None
         yield decision(Step.WARN, result.reason, deadline)

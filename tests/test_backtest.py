@@ -11,6 +11,8 @@ again at 11:30) exactly.
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +25,7 @@ from guard import backtest
 from guard.cli import EXIT_USAGE, main
 from guard.config import Config, ConfigError
 from guard.cycle import run_cycle
-from guard.model import ManualClock
+from guard.model import ActivitySource, ManualClock
 from guard.sim import Simulator
 from guard.sim.moto_ext import naive_utc
 from guard.store import Store
@@ -210,3 +212,85 @@ def test_a_resource_a_failed_scan_missed_is_skipped_not_taken_for_gone(sqlite_st
     history = backtest.load_history(sqlite_store, START, later, timedelta(0))
     assert history.missed == {later: {west_nb.arn}}
     assert any("did not list some known resources" in x for x in history.cannot_tell)
+
+
+def _random_history(seed: int) -> tuple[backtest.History, Config]:
+    """A fortnight of 60 resources whose evidence changes at random: used, idle, unknown,
+    snoozed, exempted, stopped and started again, GPU busy or not, missed by a snapshot."""
+    rng = random.Random(seed)
+    cycles = [START + timedelta(minutes=20 * i) for i in range(14 * 72)]
+    timelines: dict[str, list[backtest.Point]] = {}
+    missed: dict[datetime, set[str]] = {}
+    for i in range(60):
+        kind = ("notebook", "endpoint", "training_job")[i % 3]
+        base = notebook(
+            START, f"r{i}", kind=kind, arn=f"arn:r{i}", running_since=START,
+            last_activity=START, usd_per_hour=Decimal(rng.choice(("0.23", "1.41", "7.09"))),
+            tags={"owner": "ada@example.com", "team": rng.choice(("a", "b"))},
+        )  # fmt: skip
+        res, points = base, [backtest.Point(START, base)]
+        for at in cycles[1:]:
+            roll = rng.random()
+            snooze = None
+            if roll < 0.05:  # used
+                res = replace(res, last_activity=at - timedelta(minutes=rng.randrange(20)),
+                              activity_source=ActivitySource.JUPYTER_LOG)  # fmt: skip
+            elif roll < 0.06:
+                res = replace(res, activity_source=ActivitySource.UNKNOWN)
+            elif roll < 0.065:  # stopped, or started again
+                res = replace(res, running=not res.running, running_since=at)
+            elif roll < 0.07:
+                snooze = at + timedelta(hours=rng.choice((1, 5, 30)))
+                res = replace(res, tags={**res.tags})  # a new state, snoozed
+            elif roll < 0.072:
+                exempt = {"cost-guard:exempt": rng.choice(("true", "false"))}
+                res = replace(res, tags={**res.tags, **exempt})
+            elif roll < 0.08:
+                res = replace(res, utilization={"gpu/3600": rng.choice((1.0, 90.0))})
+            else:
+                if rng.random() < 0.002:
+                    missed.setdefault(at, set()).add(base.arn)
+                continue
+            points.append(backtest.Point(at, res, snooze))
+        timelines[base.arn] = points
+    cfg = Config.model_validate(
+        {
+            "timezone": "Europe/Berlin",
+            "rules": [
+                {"id": "idle-nb", "kind": "notebook", "idle_for": "3h", "action": "stop",
+                 "grace": "40m"},
+                {"id": "night-nb", "kind": "notebook", "schedule": "0 20 * * 1-5",
+                 "action": "stop", "grace": "0s", "tags": {"team": "a"}},
+                {"id": "idle-ep", "kind": "endpoint", "idle_for": "10h", "action": "delete",
+                 "grace": "1h"},
+                {"id": "pricey-ep", "kind": "endpoint", "cost_per_hour_over": 1,
+                 "accrued_cost_over": 100, "action": "notify"},
+                {"id": "long-job", "kind": "training_job", "running_for": "2d",
+                 "action": "stop", "grace": "2h"},
+                {"id": "stalled", "kind": "training_job",
+                 "utilization_below": {"gpu": 5, "for": "1h"}, "action": "stop"},
+            ],
+        }
+    )  # fmt: skip
+    until = cycles[-1]
+    return backtest.History(START, until, START, cycles, timelines, missed), cfg
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_judging_only_what_can_change_decides_as_judging_everything_every_cycle(
+    seed: int,
+) -> None:
+    history, cfg = _random_history(seed)
+    fast = backtest.replay(history, cfg)
+    everything = backtest.replay(history, cfg, judge_all=True)
+    assert len(fast.stops) > 50 and fast.warnings > len(fast.stops)  # the rules had work
+    assert _ordered(fast.stops) == _ordered(everything.stops)
+    assert fast.warnings == everything.warnings
+    unexempt = frozenset(list(history.timelines)[:20])
+    assert _ordered(backtest.replay(history, cfg, unexempt=unexempt).stops) == _ordered(
+        backtest.replay(history, cfg, unexempt=unexempt, judge_all=True).stops
+    )
+
+
+def _ordered(stops: list[backtest.Stop]) -> list[backtest.Stop]:
+    return sorted(stops, key=lambda s: (s.at, s.arn, s.rule_id))
