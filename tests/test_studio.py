@@ -205,12 +205,14 @@ def test_api_calls_grow_with_pages_not_apps(
     calls = steady["api_calls"]
     assert calls == {
         "sagemaker:ListApps": 3,  # 100 per page, all domains at once
-        "sagemaker:ListDomains": 1,
         "sagemaker:ListSpaces": 3,
-        "sagemaker:ListUserProfiles": 3,
-        # app tags (3 pages), then the tags of user profiles: none is tagged here, one page
-        "tagging:GetResources": 3 + 1,
+        "tagging:GetResources": 3,  # the apps' tags, fresh every cycle
+        # ListDomains, ListUserProfiles and the profiles' owner tags are read hourly
     }
+    # ... and the profiles described over the first three cycles came from the first one's
+    # ListUserProfiles (3 pages), the profiles' owner tags from its one page.
+    assert [c["api_calls"].get("sagemaker:ListUserProfiles", 0) for c in cycles] == [3, 0, 0, 0]
+    assert [c["api_calls"].get("tagging:GetResources", 0) for c in cycles] == [4, 3, 3, 3]
     print("\nfirst cycle:", first["api_calls"], "\nsteady cycle:", calls)
 
 

@@ -31,7 +31,8 @@ NOTEBOOK_STORAGE = KindSpec(
     name_field="NotebookInstanceName",
     status_field="NotebookInstanceStatus",
     type_field="VolumeSizeInGB",
-    tagging_type="sagemaker:notebook-instance",  # and sagemaker:space (the scanner asks both)
+    # and the spaces', by ARN: only those whose volume it lists (see the scanner)
+    tagging_type="sagemaker:notebook-instance",
     running_states=("Stopped",),  # billed while stopped: that is what this kind is about
     console_path="sagemaker/home?region={region}#/{console}",
     scanner="guard.scanners.storage:scan",

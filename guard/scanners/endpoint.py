@@ -30,6 +30,7 @@ from guard.kinds import KINDS, KindSpec
 from guard.model import ActivitySource, Resource
 from guard.pricing import combined_source
 from guard.scanners.search import endpoint_records
+from guard.scanners.shared import kind_tags
 from guard.scanning import (
     ScanContext,
     Target,
@@ -38,7 +39,6 @@ from guard.scanning import (
     metric_data,
     metric_period,
     rule_windows,
-    tags_or_error,
     utc,
 )
 
@@ -235,7 +235,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     listed = list_all(client, target, spec)
     if not listed:
         return
-    tags, shared_error = tags_or_error(ctx, target, spec)
+    tags, shared_error = kind_tags(ctx, target, spec)
 
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
     configs = _Configs(client, known)

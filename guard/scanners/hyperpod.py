@@ -15,8 +15,8 @@ Evidence, as the entry's `ClusterScan` declares it:
 - any other cluster (Slurm, or no Container Insights): the time an instance group last
   changed size (a node launched, or a count that differs from the stored snapshot's).
 
-Reserved capacity: Active training plans with unused instances (ListTrainingPlans) are
-findings with the money committed to the unused share of their upfront fee.
+Reserved capacity: Active training plans with unused instances (ListTrainingPlans, read
+hourly) are findings with the money committed to the unused share of their upfront fee.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from guard.kinds.hyperpod import ClusterScan, NodeUtilization
 from guard.model import ActivitySource, Finding, Resource, parse_time
 from guard.pricing import combined_source
 from guard.rules import human
+from guard.scanners.shared import every, kind_tags
 from guard.scanning import (
     ScanContext,
     Target,
@@ -42,7 +43,6 @@ from guard.scanning import (
     metric_data,
     metric_period,
     rule_windows,
-    tags_or_error,
     utc,
 )
 
@@ -72,7 +72,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     client = ctx.aws.client(target.account, target.region, "sagemaker")
     listed = list_all(client, target, spec)
     if listed:
-        tags, shared_error = tags_or_error(ctx, target, spec)
+        tags, shared_error = kind_tags(ctx, target, spec)
         known = ctx.store.known_details(spec.name, target.account_id, target.region)
         looked = concurrently(
             lambda c: _look(ctx, client, spec, c, known.get(c[spec.arn_field], {})), listed
@@ -414,12 +414,24 @@ def _resource(
 
 def reserved_capacity(ctx: ScanContext, target: Target, client: Any) -> None:
     """A finding per Active training plan with unused instances (not a resource: nothing
-    to act on, the fee is paid either way; the point is to use what was bought)."""
+    to act on, the fee is paid either way; the point is to use what was bought). Plans are
+    listed hourly (`guard.scanners.shared.every`): a finding, never an input of an action;
+    one whose end has passed since is left out."""
     try:
-        plans = list(
-            pages(client, "list_training_plans", "TrainingPlanSummaries", MaxResults=100,
-                  Filters=[{"Name": "Status", "Value": "Active"}])
-        )  # fmt: skip
+        plans = every(
+            ctx,
+            ("list_training_plans", target.account_id, target.region),
+            lambda: list(
+                pages(
+                    client,
+                    "list_training_plans",
+                    "TrainingPlanSummaries",
+                    MaxResults=100,
+                    Filters=[{"Name": "Status", "Value": "Active"}],
+                )
+            ),
+        )
+        plans = [p for p in plans if (end := utc(p.get("EndTime"))) is None or end > ctx.now]
     except AWS_ERRORS as exc:
         target.errors.append(
             f"{target.account_id} {target.region}: ListTrainingPlans failed, reserved "

@@ -1,9 +1,11 @@
 """Inference components: listed 100 per page, priced by their share of the endpoint's instances.
 
-Every cycle each component is described (its copy count moves with its own auto scaling) and
-so is each endpoint hosting them (its instance count moves with managed instance scaling); an
-endpoint config never changes, so it is described once per name, ever (`_Configs`, shared with
-the endpoint scanner).
+A component is described when it is new, and again whenever its listing's LastModifiedTime or
+status moved since the describe stored with it, or it is not InService (its copy count moves
+with its own auto scaling, through UpdateInferenceComponentRuntimeConfig: Updating, and a new
+LastModifiedTime); each endpoint hosting them is described every cycle (its instance count
+moves with managed instance scaling, which no listing shows); an endpoint config never changes,
+so it is described once per name, ever (`_Configs`, shared with the endpoint scanner).
 
 **$/h.** The instances of an endpoint variant are billed once (Hosting x current instances) and
 that money is split between the components on the variant, never counted twice: each gets
@@ -33,6 +35,7 @@ from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
 from guard.scanners.endpoint import BILLING_STATES, Evidence, _Configs, describe
+from guard.scanners.shared import kind_tags
 from guard.scanning import (
     ScanContext,
     Target,
@@ -41,7 +44,6 @@ from guard.scanning import (
     metric_data,
     metric_period,
     rule_windows,
-    tags_or_error,
     utc,
 )
 
@@ -56,11 +58,20 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     listed = list_all(client, target, spec)
     if not listed:
         return
-    tags, shared_error = tags_or_error(ctx, target, spec)
+    tags, shared_error = kind_tags(ctx, target, spec)
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
-    configs = _Configs(client, known)
+    # Endpoint configs never change: those the endpoint kind's scan of this target already
+    # read (this cycle, from its resources' details) are not described again.
+    scanned = {r.arn: r.details for r in target.resources if r.details.get("config_name")}
+    configs = _Configs(client, {**scanned, **known})
 
-    described = concurrently(lambda item: _describe_component(client, item), listed)
+    described = concurrently(
+        lambda item: (
+            _stored(item, known.get(item["InferenceComponentArn"], {}))
+            or _describe_component(client, item)
+        ),
+        listed,
+    )
     endpoint_names = sorted({item["EndpointName"] for item in listed})
     endpoints = dict(
         zip(
@@ -99,6 +110,41 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
         target.resources.append(
             _resource(spec, target, component, tags.get(arn, {}), evidence, error)
         )
+
+
+# Statuses in which nothing moves without a new LastModifiedTime: a stored describe stands.
+SETTLED = ("InService", "Failed")
+
+
+def _listed_as(item: dict[str, Any]) -> list[str]:
+    """What a stored describe must match to stand in for a new one: the listing's
+    LastModifiedTime and status."""
+    stamp = utc(item.get("LastModifiedTime"))
+    return [stamp.isoformat() if stamp else "", str(item.get("InferenceComponentStatus"))]
+
+
+def _stored(item: dict[str, Any], details: dict[str, Any]) -> tuple[dict[str, Any], None] | None:
+    """The describe answer rebuilt from what the last snapshot stored, when the component has
+    not changed since (same LastModifiedTime and status, a settled one); else None."""
+    listed_as = _listed_as(item)
+    if details.get("described_as") != listed_as or listed_as[1] not in SETTLED:
+        return None
+    needs = {
+        "NumberOfAcceleratorDevicesRequired": details.get("accelerators"),
+        "MinMemoryRequiredInMb": details.get("memory_mb"),
+    }
+    described: dict[str, Any] = {
+        "VariantName": details.get("variant"),
+        "Specification": {
+            "ComputeResourceRequirements": {k: v for k, v in needs.items() if v is not None}
+        },
+    }
+    if not details.get("adapter"):
+        described["RuntimeConfig"] = {
+            "DesiredCopyCount": int(details.get("copies", 0)),
+            "CurrentCopyCount": int(details.get("current_copies", 0)),
+        }
+    return described, None
 
 
 def _describe_component(
@@ -163,6 +209,8 @@ def _facts(
         "config_variants": (endpoint or {}).get("config_variants"),
         "config_async": (endpoint or {}).get("config_async"),
         "error": error or (None if described or endpoint else "not described"),
+        # the listing this describe belongs to: while it is the same, no describe is needed
+        "described_as": _listed_as(item) if described else None,
         "running": False,
         "usd_per_hour": None,
         "price_source": "unknown",
@@ -289,7 +337,7 @@ def _resource(
         for key in (
             "endpoint_name", "variant", "copies", "current_copies", "accelerators", "memory_mb",
             "instance_count", "min_instance_count", "adapter", "config_name", "config_variants",
-            "config_async",
+            "config_async", "described_as",
             "share", "share_by", "variant_usd_per_hour",
         )
         if component.get(key) is not None

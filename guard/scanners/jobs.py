@@ -26,6 +26,7 @@ from guard.kinds.jobs import JobShape
 from guard.model import ActivitySource, Resource, parse_time, utilization_key
 from guard.pricing import combined_source
 from guard.scanners.search import job_records
+from guard.scanners.shared import kind_tags
 from guard.scanning import (
     ScanContext,
     Target,
@@ -33,7 +34,6 @@ from guard.scanning import (
     list_all,
     metric_data,
     metric_period,
-    tags_or_error,
     utc,
 )
 
@@ -100,7 +100,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     ended = {arn: name for arn, name in was_running.items() if arn not in listed_arns}
     if not listed and not ended:
         return
-    tags, evidence_error = tags_or_error(ctx, target, spec)
+    tags, evidence_error = kind_tags(ctx, target, spec, ended)
 
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
     _ended_jobs(ctx, client, target, spec, ended, known, tags)

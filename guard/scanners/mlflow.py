@@ -19,11 +19,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard.aws import AWS_ERRORS, error_text, not_found, pages
+from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Clock, Finding, Outcome, Resource
 from guard.restoring import Seen, wait_until_ready
-from guard.scanning import ScanContext, Target, concurrently, list_all, tags_or_error, utc
+from guard.scanners.shared import kind_tags, studio_domains
+from guard.scanning import ScanContext, Target, concurrently, list_all, utc
 from guard.store import Store
 
 KIND = "mlflow_server"
@@ -43,7 +44,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     listed = list_all(client, target, spec, keep=lambda s: s[spec.status_field] != "Deleting")
     if not listed:
         return
-    tags, evidence_error = tags_or_error(ctx, target, spec)
+    tags, evidence_error = kind_tags(ctx, target, spec)
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
     facts, failed = _facts(client, spec, listed, known)
     if failed:
@@ -62,7 +63,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
         )  # fmt: skip
         resources.append(res)
     target.resources.extend(resources)
-    _orphan_findings(target, client, [r for r in resources if r.running])
+    _orphan_findings(ctx, target, client, [r for r in resources if r.running])
 
 
 def _facts(
@@ -171,14 +172,20 @@ def _domain_from_tag(tags: Mapping[str, str]) -> str | None:
     return arn.rsplit("/", 1)[-1] if "/" in arn else None
 
 
-def _orphan_findings(target: Target, client: Any, running: list[Resource]) -> None:
-    """A finding per running server whose Studio domain no longer exists (one ListDomains
-    call). A failed call is reported and finds nothing: a missing answer is not a deletion."""
+def _orphan_findings(
+    ctx: ScanContext, target: Target, client: Any, running: list[Resource]
+) -> None:
+    """A finding per running server whose Studio domain no longer exists (ListDomains, read
+    hourly and shared with the Studio kind; read again at once when a server names a domain
+    it lacks, so a new domain is never taken for a deleted one). A failed call is reported
+    and finds nothing: a missing answer is not a deletion."""
     from_studio = [r for r in running if r.details.get("domain_id")]
     if not from_studio:
         return
     try:
-        domains = {d["DomainId"] for d in pages(client, "list_domains", "Domains", MaxResults=100)}
+        domains = {d["DomainId"] for d in studio_domains(ctx, target, client)}
+        if any(r.details["domain_id"] not in domains for r in from_studio):
+            domains = {d["DomainId"] for d in studio_domains(ctx, target, client, fresh=True)}
     except AWS_ERRORS as exc:
         target.errors.append(
             f"{target.account_id} {target.region}: ListDomains failed, MLflow tracking servers "

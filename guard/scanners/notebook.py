@@ -19,7 +19,8 @@ from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
 from guard.scanners.evidence import heartbeat_details, stopped_finding
 from guard.scanners.evidence import read as read_heartbeat
-from guard.scanning import ScanContext, Target, list_all, tags_or_error, utc
+from guard.scanners.shared import kind_tags
+from guard.scanning import ScanContext, Target, list_all, utc
 
 NOTEBOOK_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
 JUPYTER_STREAM_SUFFIX = "/jupyter.log"
@@ -70,7 +71,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     listed = list_all(client, target, spec)
     if not listed:
         return
-    tags, evidence_error = tags_or_error(ctx, target, spec)
+    tags, evidence_error = kind_tags(ctx, target, spec)
 
     source = "notebook-jupyter-log"
     cursor = ctx.store.scan_cursor(target.account_id, target.region, source)

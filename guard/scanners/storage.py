@@ -1,11 +1,12 @@
 """Storage that keeps billing after a stop: stopped notebook instances' volumes and the EBS
 volumes of Studio spaces none of whose apps runs. Listed, priced per GB-month, never acted on.
 
-Calls: ListNotebookInstances (shared with the notebook kind's scan), one
-DescribeNotebookInstance per stopped notebook (its VolumeSizeInGB; again only when its
-LastModifiedTime moves), ListSpaces and one DescribeSpace per space (its EbsVolumeSizeInGb,
-cached likewise; spared when ListSpaces already carries it), one ListApps over every domain,
-and the tags of notebooks and spaces in bulk.
+Calls: ListNotebookInstances, ListSpaces and ListApps (each shared with the notebook or Studio
+kind's scan of the same account and region: one read), one DescribeNotebookInstance per stopped
+notebook (its VolumeSizeInGB; again only when its LastModifiedTime moves), one DescribeSpace
+per space (its EbsVolumeSizeInGb, cached likewise; spared when ListSpaces already carries it),
+the notebooks' tags in the same pages as every other kind's (`guard.scanners.shared.kind_tags`)
+and the tags of the spaces without a running app by ARN.
 
 $/h = GB x $/GB-month / 730 (AWS bills storage per GB-month; 730 hours make its month).
 The $/GB-month comes from guard/data/storage_prices.csv (each row sourced), else unknown.
@@ -32,9 +33,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard.aws import AWS_ERRORS, error_text, not_found, pages
+from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource, parse_time
+from guard.scanners.shared import kind_tags, listing, tags_of
 from guard.scanning import ScanContext, Target, concurrently, list_all, utc
 from guard.store import Store
 
@@ -42,7 +44,6 @@ HOURS_PER_MONTH = Decimal(730)
 # storage_prices.csv `kind` per volume, and the parent's tagging type
 NOTEBOOK_VOLUME = "notebook-ml-storage"  # no sourced row yet: unknown
 SPACE_VOLUME = "studio-space-ebs"
-TAGGING_TYPES = ["sagemaker:notebook-instance", "sagemaker:space"]
 # Space app types whose storage is an EBS volume of the space (Studio Classic's use the
 # domain's EFS, billed by EFS, not here).
 EBS_SPACES = ("JupyterLab", "CodeEditor")
@@ -80,32 +81,14 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     stopped = list_all(
         client, target, spec, lambda nb: nb.get("NotebookInstanceStatus") == "Stopped"
     )
-    spaces = list(pages(client, "list_spaces", "Spaces", MaxResults=100))
+    spaces = listing(client, target, "list_spaces", "Spaces")
     if not stopped and not spaces:
         return
-    tags, evidence_error = _tags(ctx, target)
+    tags, evidence_error = kind_tags(ctx, target, spec)  # the notebooks' (spaces': below)
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
     _notebook_volumes(ctx, target, spec, client, stopped, known, tags, evidence_error)
     if spaces:
-        _space_volumes(ctx, target, spec, client, spaces, known, tags, evidence_error)
-
-
-def _tags(ctx: ScanContext, target: Target) -> tuple[dict[str, dict[str, str]], str | None]:
-    client = ctx.aws.client(target.account, target.region, "resourcegroupstaggingapi")
-    try:
-        found = {
-            item["ResourceARN"]: {t["Key"]: t["Value"] for t in item.get("Tags", [])}
-            for item in pages(
-                client,
-                "get_resources",
-                "ResourceTagMappingList",
-                ResourceTypeFilters=TAGGING_TYPES,
-                ResourcesPerPage=100,
-            )
-        }
-        return found, None
-    except AWS_ERRORS as exc:
-        return {}, f"tags unavailable: {error_text(exc)}"
+        _space_volumes(ctx, target, spec, client, spaces, known, evidence_error)
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -251,14 +234,13 @@ def _space_volumes(
     client: Any,
     spaces: list[dict[str, Any]],
     known: Mapping[str, dict[str, Any]],
-    tags: Mapping[str, dict[str, str]],
     evidence_error: str | None,
 ) -> None:
     # Which spaces run an app now, and each space's newest app start: one ListApps.
     running: set[tuple[str, str]] = set()
     newest: dict[tuple[str, str], datetime] = {}
     try:
-        for app in pages(client, "list_apps", "Apps", MaxResults=100):
+        for app in listing(client, target, "list_apps", "Apps"):  # the Studio kind's too
             if not app.get("SpaceName"):
                 continue
             key = (app["DomainId"], app["SpaceName"])
@@ -278,6 +260,14 @@ def _space_volumes(
         s for s in spaces
         if s.get("Status") == "InService" and (s["DomainId"], s["SpaceName"]) not in running
     ]  # fmt: skip
+    # The tags of the spaces listed here (none runs an app), by ARN: the tags of every space
+    # would be pages of them, most of them running an app and so not listed at all.
+    try:
+        tags = tags_of(
+            ctx, target, [_space_arn(target, s["DomainId"], s["SpaceName"]) for s in idle]
+        )
+    except AWS_ERRORS as exc:
+        tags, evidence_error = {}, evidence_error or f"tags unavailable: {error_text(exc)}"
     settings: dict[str, dict[str, Any]] = {}
     todo = []
     with _no_ebs_lock:

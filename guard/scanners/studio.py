@@ -4,8 +4,11 @@ them without built-in idle shutdown.
 
 Calls grow with pages, not apps: one ListApps across all domains (100 per page), the app
 tags from the Resource Groups Tagging API, space owners from ListSpaces and user-profile
-owner tags from the tagging API, all paged by 100. The idle-shutdown check describes each
-domain and user profile once and again only when its LastModifiedTime changes.
+owner tags from the tagging API, all paged by 100 (ListApps and ListSpaces are shared with the
+storage kind's scan). What decides no action is read hourly (`guard.scanners.shared.every`):
+ListDomains, ListUserProfiles and the profiles' owner tags; the idle-shutdown check describes
+each domain and user profile once and again only when its LastModifiedTime changes. An app's
+own listing and tags (status, exemption, snooze, heartbeat) are read every scan.
 
 An app's activity is the heartbeat tag written by the shipped Studio lifecycle scripts
 (`cost-guard lifecycle-config studio-jupyterlab|studio-code-editor|studio-kernel-gateway`);
@@ -27,7 +30,8 @@ from guard.kinds import KindSpec
 from guard.model import ActivitySource, Finding, Resource
 from guard.scanners.evidence import heartbeat_details, stopped_finding
 from guard.scanners.evidence import read as read_heartbeat
-from guard.scanning import ScanContext, Target, list_all, tags_or_error, utc
+from guard.scanners.shared import RECENT, every, kind_tags, listing, studio_domains
+from guard.scanning import ScanContext, Target, list_all, utc
 from guard.store import Store
 
 PAGE = 100  # MaxResults of ListApps, ListSpaces, ListUserProfiles and ListDomains
@@ -103,8 +107,10 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     if not listed:
         return
 
-    tags, evidence_error = tags_or_error(ctx, target, spec)
     arns = {id(app): app_arn(target.region, target.account_id, app) for app in listed}
+    since = ctx.now - RECENT  # created since the shared page of tags was maybe read
+    recent = [arns[id(a)] for a in listed if (utc(a.get("CreationTime")) or ctx.now) >= since]
+    tags, evidence_error = kind_tags(ctx, target, spec, recent)
     needs_owner = any(ctx.cfg.tags.owner not in tags.get(arn, {}) for arn in arns.values())
     profile_owners = _profile_owner_tags(ctx, target) if needs_owner else {}
     stopped: list[str] = []  # running apps whose heartbeat stopped looking
@@ -214,7 +220,8 @@ def _spaces(ctx: ScanContext, target: Target, client: Any) -> dict[tuple[str, st
     """Every space by (domain, name), with its owner: one call per 100 spaces."""
     found: dict[tuple[str, str], Space] = {}
     try:
-        for item in pages(client, "list_spaces", "Spaces", MaxResults=PAGE):
+        # the same listing as the storage kind's (spaces' volumes): one read per scan
+        for item in listing(client, target, "list_spaces", "Spaces"):
             owner = (item.get("OwnershipSettingsSummary") or {}).get("OwnerUserProfileName")
             sharing = (item.get("SpaceSharingSettingsSummary") or {}).get("SharingType")
             found[(item["DomainId"], item["SpaceName"])] = Space(owner, sharing == "Shared")
@@ -228,10 +235,13 @@ def _spaces(ctx: ScanContext, target: Target, client: Any) -> dict[tuple[str, st
 
 
 def _profile_owner_tags(ctx: ScanContext, target: Target) -> dict[str, str]:
-    """The owner tag of each user profile that has one, by user-profile ARN."""
+    """The owner tag of each user profile that has one, by user-profile ARN. Read hourly
+    (`guard.scanners.shared.every`): it only routes messages, and an app's own tags (its
+    exemption, snooze and heartbeat) are read every scan."""
     client = ctx.aws.client(target.account, target.region, "resourcegroupstaggingapi")
-    found: dict[str, str] = {}
-    try:
+
+    def read() -> dict[str, str]:
+        found: dict[str, str] = {}
         for item in pages(
             client,
             "get_resources",
@@ -242,12 +252,16 @@ def _profile_owner_tags(ctx: ScanContext, target: Target) -> dict[str, str]:
             tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
             if owner := tags.get(ctx.cfg.tags.owner):
                 found[item["ResourceARN"]] = owner
+        return found
+
+    try:
+        return every(ctx, ("profile-owner-tags", target.account_id, target.region), read)
     except AWS_ERRORS as exc:
         target.errors.append(
             f"{target.account_id} {target.region}: user-profile tags unavailable, Studio "
             f"owners fall back to profile names this cycle: {error_text(exc)}"
         )
-    return found
+        return {}
 
 
 def _owner(
@@ -293,14 +307,20 @@ def _idle_shutdown_findings(
     shutdown, and for user profiles that turn it off. A failure here is reported and skipped:
     it never stops the apps from being listed and judged."""
     try:
-        domains = list(pages(client, "list_domains", "Domains", MaxResults=PAGE))
+        domains = studio_domains(ctx, target, client)
         shared = {domain for (domain, _), space in spaces.items() if space.shared}
         names = {}
         for domain in domains:
             names[domain["DomainId"]] = domain.get("DomainName", "")
             _check_domain(_cache(ctx), target, client, domain, domain["DomainId"] in shared)
         if domains:
-            _check_profiles(_cache(ctx), target, client, names)
+            profiles = every(
+                ctx,
+                ("list_user_profiles", target.account_id, target.region),
+                lambda: list(pages(client, "list_user_profiles", "UserProfiles",
+                                   MaxResults=PAGE)),
+            )  # fmt: skip
+            _check_profiles(_cache(ctx), target, client, names, profiles)
     except AWS_ERRORS as exc:
         target.errors.append(
             f"{target.account_id} {target.region}: Studio idle-shutdown check incomplete: "
@@ -392,11 +412,18 @@ def _check_domain(
     )
 
 
-def _check_profiles(cache: _Cache, target: Target, client: Any, domains: dict[str, str]) -> None:
+def _check_profiles(
+    cache: _Cache,
+    target: Target,
+    client: Any,
+    domains: dict[str, str],
+    profiles: list[dict[str, Any]],
+) -> None:
     """User profiles that set idle shutdown to DISABLED (a profile that does not set it
-    inherits the domain's, which `_check_domain` covers)."""
+    inherits the domain's, which `_check_domain` covers). `profiles`: ListUserProfiles, read
+    hourly; those not described yet are described from it over the next cycles."""
     budget = MAX_PROFILE_DESCRIBES
-    for profile in pages(client, "list_user_profiles", "UserProfiles", MaxResults=PAGE):
+    for profile in profiles:
         domain_id, name = profile["DomainId"], profile["UserProfileName"]
         key = ("user-profile", target.account_id, target.region, domain_id, name)
         version = str(profile.get("LastModifiedTime"))

@@ -8,7 +8,8 @@ type and count per child, managed spot). $/h = price(type, Training) x count x r
 
 AutoML jobs choose their candidates' instances themselves, so their running children are found
 as the running training jobs naming them (`AutoMLJobArn` in DescribeTrainingJob): one
-ListTrainingJobs(StatusEquals=InProgress, created since the oldest running AutoML job) and one
+ListTrainingJobs(StatusEquals=InProgress, created since the oldest running AutoML job; none
+when the training-job kind's scan of the same target already listed the running ones) and one
 DescribeTrainingJob per training job not seen before by this process. $/h = the sum of those
 children's price(type, Training) x count.
 
@@ -33,7 +34,8 @@ from guard.aws import AWS_ERRORS, error_text, not_found, pages
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
 from guard.pricing import combined_source
-from guard.scanning import ScanContext, Target, concurrently, list_all, tags_or_error, utc
+from guard.scanners.shared import kind_tags
+from guard.scanning import ScanContext, Target, concurrently, list_all, utc
 from guard.store import Store
 
 TUNING = "list_hyper_parameter_tuning_jobs"  # the tuning entry's list operation
@@ -61,7 +63,7 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     listed = list_all(client, target, spec)
     if not listed:
         return
-    tags, evidence_error = tags_or_error(ctx, target, spec)
+    tags, evidence_error = kind_tags(ctx, target, spec)
     if spec.list_operation == TUNING:
         _tuning_jobs(ctx, target, spec, client, listed, tags, evidence_error)
     else:
@@ -294,13 +296,20 @@ def running_children(
     oldest = min(created, default=ctx.now - timedelta(days=30))
     with _children_lock:
         seen = _children.setdefault(ctx.store, {})
+    after = oldest - timedelta(seconds=1)
+    # The running training jobs, as the training-job kind's scan of this target listed them
+    # (guard.scanning.list_all keeps it): filtered here instead of listed again.
+    shared = target.listings.get(("list_training_jobs", (("StatusEquals", "InProgress"),)))
     try:
-        listed = list(
-            pages(
-                client, "list_training_jobs", "TrainingJobSummaries", MaxResults=100,
-                StatusEquals="InProgress", CreationTimeAfter=oldest - timedelta(seconds=1),
-            )
-        )  # fmt: skip
+        if isinstance(shared, list):
+            listed = [j for j in shared if (utc(j.get("CreationTime")) or ctx.now) > after]
+        else:
+            listed = list(
+                pages(
+                    client, "list_training_jobs", "TrainingJobSummaries", MaxResults=100,
+                    StatusEquals="InProgress", CreationTimeAfter=after,
+                )
+            )  # fmt: skip
     except AWS_ERRORS as exc:
         return _failed(target, f"ListTrainingJobs failed: {error_text(exc)}")
     with _children_lock:

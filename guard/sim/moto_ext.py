@@ -34,6 +34,7 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.resourcegroupstaggingapi import exceptions as tagging_exceptions
 from moto.resourcegroupstaggingapi import responses as tagging_responses
 from moto.sagemaker import models as sm_models
 from moto.sagemaker.exceptions import AWSValidationException
@@ -92,13 +93,24 @@ def install(clock: Clock) -> None:
     original_get_resources = tagging_responses.ResourceGroupsTaggingAPIResponse.get_resources
 
     def get_resources(self: Any) -> Any:
-        if self._get_param("TagsPerPage") is not None:
+        by_arn = self._get_param("ResourceARNList")
+        if by_arn:
+            # As AWS: 1 to 100 ARNs, answered in one response, and no paging parameters with
+            # them (moto would page them by its default of 50).
+            paging = ("ResourcesPerPage", "TagsPerPage", "PaginationToken")
+            if len(by_arn) > 100 or any(self._get_param(p) is not None for p in paging):
+                raise tagging_exceptions.ResourceGroupsTaggingAPIError(
+                    "InvalidParameterException",
+                    "ResourceARNList takes 1 to 100 ARNs and no paging parameters",
+                )
+        elif self._get_param("TagsPerPage") is not None:
             return original_get_resources(self)
         backend = self.backend
         original_backend_call = backend.get_resources
 
         def uncapped(**kwargs: Any) -> Any:
-            return original_backend_call(**{**kwargs, "tags_per_page": 10**9})
+            per_page = {"resources_per_page": 100} if by_arn else {}
+            return original_backend_call(**{**kwargs, "tags_per_page": 10**9, **per_page})
 
         with _tagging_lock:  # the backend object is shared by concurrent requests
             backend.get_resources = uncapped
