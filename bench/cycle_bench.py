@@ -10,10 +10,12 @@ assertions: wall times still include moto answering on the same 2-core machine.
 each cycle's AWS calls by operation, wall time, peak and current RSS and database statements.
 
 `--memory 10000,50000`: the guard's memory against the fleet's size, each size in a fresh
-process: the scan is replaced by a synthetic fleet of that size (no AWS), everything after
-it is the real cycle (snapshot, rules, warnings, outbox, digest, report). `--guard-src DIR`
-runs it against another checkout (e.g. `git archive HEAD | tar -x -C DIR`), for a before /
-after comparison.
+process: the scan is replaced by a synthetic fleet of that size (no AWS), yielded an
+(account, region) target at a time as `inventory.scan_targets` does (`--memory-targets`,
+default 4); everything after it is the real cycle (snapshot, rules, warnings, outbox,
+digest, report). Each cycle's own peak is measured (the high-water mark is reset before
+it), next to the process's. `--guard-src DIR` runs it against another checkout (e.g.
+`git archive HEAD | tar -x -C DIR`), for a before / after comparison.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -37,15 +40,22 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import naive
-from bench.simproc import serve
 from guard.aws import Aws
 from guard.config import Account, Config, Secrets
 from guard.cycle import run_cycle
 from guard.model import ManualClock
-from guard.sim.base import ACCOUNT_ID, FAKE_CREDENTIALS
 from guard.wiring import build_guard
 
 START = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
+# moto's default account and credentials (`guard.sim.base`). The simulator is imported only
+# in its own process (`_serve`): moto's import alone is ~140 MB, which this process (the
+# guard's, whose peak RSS is measured) would otherwise count as the guard's.
+ACCOUNT_ID = "123456789012"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 REGIONS = ("us-east-1", "us-west-2")
 MEMBER = "111111111111"
 ACCOUNTS = [
@@ -92,6 +102,13 @@ def main() -> None:
     parser.add_argument("--memory", default="", help="fleet sizes, e.g. 10000,50000")
     parser.add_argument("--guard-src", default="", help="checkout whose guard --memory runs")
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-targets",
+        type=int,
+        default=4,
+        help="(account, region) pairs the --memory fleet is spread over (2 regions x N/2 "
+        "accounts): the cycle holds one target's resources at a time",
+    )
     parser.add_argument("--resources", type=int, default=10_000)
     parser.add_argument("--steady-cycles", type=int, default=3)
     parser.add_argument(
@@ -105,14 +122,14 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=140)
     if args.memory_child:
-        print(json.dumps(_memory_child(args.memory_child)))
+        print(json.dumps(_memory_child(args.memory_child, args.memory_targets)))
         return
     if args.org or args.memory:
         if args.org:
             _org_bench(console, args.org, args.org_resources, args.org_cycles)
         if args.memory:
             sizes = [int(n) for n in args.memory.split(",") if n.strip()]
-            _memory_bench(console, sizes, args.guard_src)
+            _memory_bench(console, sizes, args.guard_src, args.memory_targets)
         return
     targets = len(ACCOUNTS) * len(REGIONS)
     fleet = {kind: round(args.resources * share / targets) for kind, share in MIX.items()}
@@ -121,7 +138,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     plan = {"accounts": [a["id"] for a in ACCOUNTS], "fleet": fleet}
-    simulator = context.Process(target=serve, args=(child, START, REGIONS, plan), daemon=True)
+    simulator = context.Process(target=_serve, args=(child, START, REGIONS, plan), daemon=True)
     simulator.start()
     console.print(f"seeding {total:,} resources in the simulator process...")
     ready = parent.recv()
@@ -142,9 +159,14 @@ def main() -> None:
             }
         )
         guard = build_guard(cfg, clock)
+        # each cycle's own peak RSS (the high-water mark reset before it): which cycle
+        # costs the memory (the first's describes, the Monday digest's backtest, ...)
+        peaks: list[tuple[str, float]] = [("before the first cycle", peak_rss_mb())]
+        reset_peak_rss()
         t = time.perf_counter()
         run_cycle(guard)
         rows.append(("cost-guard, first cycle", _calls(parent), time.perf_counter() - t))
+        peaks.append(("first", cycle_peak_rss_mb()))
 
         steady: list[tuple[float, dict[str, int]]] = []
         for n in range(args.warmup_cycles + args.steady_cycles):
@@ -152,9 +174,12 @@ def main() -> None:
             parent.send({"cmd": "advance", "minutes": 5})
             parent.recv()
             _calls(parent)  # the seeding moves are not the guard's calls
+            reset_peak_rss()
             t = time.perf_counter()
             run_cycle(guard)
             seconds, calls = time.perf_counter() - t, _calls(parent)
+            peaks.append((f"{'warm-up' if n < args.warmup_cycles else 'cycle'} {n + 1}",
+                          cycle_peak_rss_mb()))  # fmt: skip
             if n < args.warmup_cycles:
                 rows.append((f"cost-guard, warm-up cycle {n + 1}", calls, seconds))
             else:
@@ -162,7 +187,7 @@ def main() -> None:
         steady.sort(key=lambda s: s[0])
         seconds, calls = steady[len(steady) // 2]
         rows.append(("cost-guard, steady cycle (median)", calls, seconds))
-        guard_rss = peak_rss_mb()
+        guard_rss = max(peak for _, peak in peaks)
 
         if not args.skip_naive:
             t = time.perf_counter()
@@ -180,6 +205,14 @@ def main() -> None:
     parent.recv()
     simulator.join(timeout=10)
     _print(console, rows, fleet, total, ready["seeded_seconds"], guard_rss, sim_rss)
+    console.print("peak RSS by cycle: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks))
+
+
+def _serve(*args: Any) -> None:
+    """The simulator process's entry point (`bench.simproc.serve`), imported there only."""
+    from bench.simproc import serve
+
+    serve(*args)
 
 
 def _calls(conn: Any) -> dict[str, int]:
@@ -228,7 +261,7 @@ def _org_bench(console: Console, members: int, resources: int, cycles: int) -> N
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     plan = {"organization": members, "fleet": fleet}
-    simulator = context.Process(target=serve, args=(child, START, REGIONS, plan), daemon=True)
+    simulator = context.Process(target=_serve, args=(child, START, REGIONS, plan), daemon=True)
     simulator.start()
     console.print(f"seeding an organisation of {accounts} accounts, {total:,} resources...")
     ready = parent.recv()
@@ -307,17 +340,20 @@ def _count_statements(engine: Any) -> Counter[str]:
 # --- memory against the fleet's size ------------------------------------------------------
 
 
-def _memory_bench(console: Console, sizes: list[int], src: str) -> None:
+def _memory_bench(console: Console, sizes: list[int], src: str, targets: int = 4) -> None:
     """Each size in a fresh process (peak RSS is per process)."""
     script = Path(__file__).resolve()
     env = {**os.environ, "PYTHONPATH": str(Path(src).resolve() if src else script.parent.parent)}
     table = Table(title=f"The cycle's memory against the fleet's size ({src or 'this checkout'})")
-    for column in ("resources", "cycle", "wall", "DB statements", "peak RSS", "RSS after"):
+    columns = ("resources", "cycle", "wall", "DB statements", "peak RSS (the cycle)",
+               "peak RSS (the process so far)", "RSS after")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for size in sizes:
         console.print(f"memory: {size:,} resources...")
         done = subprocess.run(
-            [sys.executable, str(script), "--memory-child", str(size)],
+            [sys.executable, str(script), "--memory-child", str(size),
+             "--memory-targets", str(targets)],
             env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if done.returncode != 0:
@@ -326,12 +362,13 @@ def _memory_bench(console: Console, sizes: list[int], src: str) -> None:
         for row in json.loads(done.stdout.strip().splitlines()[-1]):
             table.add_row(
                 f"{size:,}", row["cycle"], f"{row['seconds']:.1f} s", f"{row['statements']:,}",
-                f"{row['peak_mb']:.0f} MB", f"{row['rss_mb']:.0f} MB",
+                f"{row['cycle_peak_mb']:.0f} MB", f"{row['peak_mb']:.0f} MB",
+                f"{row['rss_mb']:.0f} MB",
             )  # fmt: skip
     console.print(table)
 
 
-def _memory_child(size: int) -> list[dict[str, Any]]:
+def _memory_child(size: int, targets: int = 4) -> list[dict[str, Any]]:
     """A first and two steady cycles over a synthetic fleet of `size` resources (run in a
     fresh process by `_memory_bench`; prints its rows as JSON)."""
     import logging
@@ -342,51 +379,71 @@ def _memory_child(size: int) -> list[dict[str, Any]]:
     logging.disable(logging.WARNING)  # thousands of first-cycle warnings go to the log
     clock = ManualClock(START)
     kinds = list(MIX)
-    fleet = []
-    for i in range(size):
+    # 4 targets: the two accounts of ACCOUNTS x 2 regions, as before; more: more member
+    # accounts (no AWS is called: the scan is synthetic)
+    accounts = ACCOUNTS + [
+        {"id": f"{222222222222 + n:012d}", "name": f"member-{n}",
+         "role_arn": f"arn:aws:iam::{222222222222 + n:012d}:role/cost-guard"}
+        for n in range(max(0, -(-targets // len(REGIONS)) - len(ACCOUNTS)))
+    ]  # fmt: skip
+
+    def where(target: int) -> tuple[str, str]:
+        """(account, region) of target n: target % accounts, then the region."""
+        per_region = -(-targets // len(REGIONS))
+        return accounts[target % per_region]["id"], REGIONS[(target // per_region) % 2]
+
+    def spec(i: int) -> dict[str, Any]:
+        """Resource i of the fleet, made when the scan makes it: a fleet held by the bench
+        would be counted in the guard's peak."""
         kind = kinds[i % len(kinds)]
-        account, region = ACCOUNTS[i % 2]["id"], REGIONS[(i // 2) % 2]
+        account, region = where(i % targets)
         name = f"{kind[:4]}-{i:06d}"
-        fleet.append(
-            dict(
-                arn=f"arn:aws:sagemaker:{region}:{account}:{kind}/{name}",
-                kind=kind, name=name, account=account, region=region,
-                status="InService", running=True, instance_type="ml.m5.xlarge",
-                instance_count=1, usd_per_hour=Decimal("0.23"), price_source="bundled",
-                created_at=START - timedelta(days=2), running_since=START - timedelta(hours=6),
-                activity_source=ActivitySource.IN_SERVICE_SINCE,
-                tags={"owner": f"user{i % 50}@example.com", "team": f"team-{i % 7}", "env": "dev"},
-                # what a describe leaves in `details` (config, variants, job limits)
-                details={
-                    "key": {"Name": name},
-                    "config": {"Variants": [{"VariantName": "AllTraffic", "InstanceType":
-                               "ml.m5.xlarge", "InitialInstanceCount": 1, "Image":
-                               f"123456789012.dkr.ecr.us-east-1.amazonaws.com/model:{i}"}]},
-                    "environment": {f"VAR_{k}": "x" * 40 for k in range(12)},
-                },
-            )
+        return dict(
+            arn=f"arn:aws:sagemaker:{region}:{account}:{kind}/{name}",
+            kind=kind, name=name, account=account, region=region,
+            status="InService", running=True, instance_type="ml.m5.xlarge",
+            instance_count=1, usd_per_hour=Decimal("0.23"), price_source="bundled",
+            created_at=START - timedelta(days=2), running_since=START - timedelta(hours=6),
+            activity_source=ActivitySource.IN_SERVICE_SINCE,
+            tags={"owner": f"user{i % 50}@example.com", "team": f"team-{i % 7}", "env": "dev"},
+            # what a describe leaves in `details` (config, variants, job limits)
+            details={
+                "key": {"Name": name},
+                "config": {"Variants": [{"VariantName": "AllTraffic", "InstanceType":
+                           "ml.m5.xlarge", "InitialInstanceCount": 1, "Image":
+                           f"123456789012.dkr.ecr.us-east-1.amazonaws.com/model:{i}"}]},
+                "environment": {f"VAR_{k}": "x" * 40 for k in range(12)},
+            },
         )  # fmt: skip
-    scanned = {(a["id"], r, k) for a in ACCOUNTS for r in REGIONS for k in kinds}
 
-    def fake_scan(ctx: Any) -> ScanResult:
+    def fake_scan(ctx: Any) -> Iterator[ScanResult]:
+        """The scan, an (account, region) at a time as `scan_targets` yields it; resource
+        i is in target i % 4 (`spec`)."""
         now = ctx.now
-        resources = [
-            Resource(
-                **spec,
-                last_activity=now - timedelta(minutes=1) if i % 3 == 0 else None,
+        for target in range(targets):
+            account, region = where(target)
+            yield ScanResult(
+                resources=[
+                    Resource(
+                        **spec(i),
+                        last_activity=now - timedelta(minutes=1) if i % 3 == 0 else None,
+                    )
+                    for i in range(target, size, targets)
+                ],
+                scanned={(account, region, kind) for kind in kinds},
             )
-            for i, spec in enumerate(fleet)
-        ]
-        return ScanResult(resources=resources, scanned=set(scanned))
 
-    guard.cycle.scan = fake_scan  # type: ignore[assignment]
+    if hasattr(guard.cycle, "scan_targets"):
+        guard.cycle.scan_targets = fake_scan
+    else:  # an older checkout (--guard-src): its cycle takes the whole scan at once
+        guard.cycle.scan = lambda ctx: _merged(fake_scan(ctx))  # type: ignore[attr-defined]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config.model_validate(
             {
                 "database_url": f"sqlite:///{Path(tmp) / 'bench.db'}",
                 "regions": list(REGIONS),
-                "accounts": ACCOUNTS,
+                "accounts": accounts[: -(-targets // len(REGIONS))],
                 "rules": [{"id": "idle", "kind": "notebook", "idle_for": "2h"}],
                 "pricing": {"source": "bundled"},
                 "secrets": Secrets.model_validate({}),
@@ -394,10 +451,12 @@ def _memory_child(size: int) -> list[dict[str, Any]]:
         )
         g = build_guard(cfg, clock)
         statements = _count_statements(g.store.engine)
+        process_peak = peak_rss_mb()  # resetting the high-water mark resets ru_maxrss too
         for n in range(3):
             if n:
                 clock.advance(timedelta(minutes=5))
             statements.clear()
+            reset_peak_rss()
             t = time.perf_counter()
             run_cycle(g)
             rows.append(
@@ -405,11 +464,38 @@ def _memory_child(size: int) -> list[dict[str, Any]]:
                     "cycle": "first" if n == 0 else f"steady {n}",
                     "seconds": time.perf_counter() - t,
                     "statements": statements["n"],
-                    "peak_mb": peak_rss_mb(),
+                    "cycle_peak_mb": (cycle_peak := cycle_peak_rss_mb()),
+                    "peak_mb": (process_peak := max(process_peak, cycle_peak)),
                     "rss_mb": current_rss_mb(),
                 }
             )
     return rows
+
+
+def _merged(batches: Iterator[Any]) -> Any:
+    from guard.model import ScanResult
+
+    whole = ScanResult()
+    for batch in batches:
+        whole.resources.extend(batch.resources)
+        whole.scanned |= batch.scanned
+    return whole
+
+
+def reset_peak_rss() -> None:
+    """Start this process's high-water mark (VmHWM) afresh: each cycle's own peak, not the
+    process's so far (Linux: writing 5 to clear_refs resets it)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def cycle_peak_rss_mb() -> float:
+    """The resident high-water mark since `reset_peak_rss`."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 if __name__ == "__main__":

@@ -6,17 +6,20 @@ Member accounts are reached by assuming their `role_arn` with STS.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import botocore.loaders
 import botocore.session
+import botocore.utils
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
@@ -323,7 +326,20 @@ _LOADER = botocore.loaders.create_loader()
 def _botocore_session() -> botocore.session.Session:
     session = botocore.session.get_session()
     session.register_component("data_loader", _LOADER)
+    parsers = session.get_component("response_parser_factory")
+    parsers.set_parser_defaults(timestamp_parser=_utc_timestamp)
     return session
+
+
+def _utc_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, answering in UTC with one shared tzinfo. Its own gives
+    every epoch timestamp a `tzlocal()` instance of its own (~0.5 KB each: 60 MB of a first
+    cycle's 135 MB at 10,000 resources, held by the listings); the instants are the same."""
+    if isinstance(value, (int, float)):
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            return datetime.fromtimestamp(value, UTC)
+    parsed: datetime = botocore.utils.parse_timestamp(value)
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed  # naive stays as botocore says
 
 
 def _from_event(event_name: str) -> str:

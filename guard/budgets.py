@@ -352,6 +352,23 @@ def check(
     return Check(found, decisions, sent, errors)
 
 
+def may_decide(cfg: Config, res: Resource, episodes: Mapping[tuple[str, str], Episode]) -> bool:
+    """Whether the budget step (`check`) could decide anything about `res` this cycle: it
+    is in the scope of a budget that acts (`act_at`) and could be idle there, or has an open
+    episode of a budget. The cycle keeps only these of its scan for that step, not the
+    fleet (a superset of `_decide`'s candidates: it does not know the budgets' spend yet)."""
+    for budget in cfg.budgets:
+        if not in_scope(budget.scope, res):
+            continue
+        if (res.arn, budget.rule_id) in episodes:
+            return True
+        spec = KINDS.get(res.kind)
+        acts = budget.action is not None and spec is not None and budget.action in spec.actions
+        if acts and res.running and spec is not None and spec.idles:
+            return True
+    return False
+
+
 # --- warnings ---------------------------------------------------------------------------
 
 

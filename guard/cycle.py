@@ -1,5 +1,8 @@
 """One cycle: scan -> save -> evaluate -> act -> notify, returning a report.
 
+The scan is taken an (account, region) at a time: each target is saved and judged, then
+dropped, so a cycle's memory follows the largest target, not the fleet (`_judge`).
+
 The cycle holds the database's cycle lock, so two replicas never act twice. Everything it
 needs arrives in one `Guard` bundle (config, clock, clients, store); it never reads the
 wall clock or the environment itself.
@@ -11,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,8 +26,17 @@ from guard import billing, budgets, digest, shards
 from guard.actions import Actions, Reconciled
 from guard.aws import Aws
 from guard.config import Config
-from guard.inventory import ScanContext, scan
-from guard.model import Clock, Decision, Resource, ScanResult, Step, UsagePattern
+from guard.inventory import ScanContext, scan, scan_targets
+from guard.model import (
+    Clock,
+    Decision,
+    Episode,
+    Finding,
+    Resource,
+    ScanResult,
+    Step,
+    UsagePattern,
+)
 from guard.notify import Notice, Notifier
 from guard.organizations import Members
 from guard.pricing import PriceBook, RefreshResult, cycle_prices, prices_report
@@ -128,7 +140,10 @@ class _Scanned:
     wall_start: float
     prices: PriceBook
     refreshed: RefreshResult | None
-    result: ScanResult
+    # The scan, an (account, region) at a time: lazily (the cycle saves and judges each
+    # target before the next is taken, never holding the fleet), or, sharded, all of it
+    # scanned before the lock was taken.
+    batches: Iterable[ScanResult]
     errors: list[str]  # the accounts' listing (organisation mode), besides the scan's
     claim: shards.Claim | None = None
 
@@ -155,14 +170,17 @@ def _scan(guard: Guard, started: datetime, wall_start: float, sharded: bool) -> 
         if guard.scheduled_separately
         else cycle_prices(cfg, guard.aws, store, started)
     )
-    if claim is None:
-        result = scan(ScanContext(cfg, guard.aws, store, prices, started))
+    batches: Iterable[ScanResult]
+    if not sharded:
+        batches = scan_targets(ScanContext(cfg, guard.aws, store, prices, started))
+    elif claim is None:
+        batches = [scan(ScanContext(cfg, guard.aws, store, prices, started))]
     elif claim.scan:  # only the accounts this replica holds and nobody scanned this interval
         shard_cfg = cfg.model_copy(update={"accounts": claim.scan})
-        result = scan(ScanContext(shard_cfg, guard.aws, store, prices, started))
+        batches = [scan(ScanContext(shard_cfg, guard.aws, store, prices, started))]
     else:
-        result = ScanResult()
-    return _Scanned(started, wall_start, prices, refreshed, result, found.errors, claim)
+        batches = []
+    return _Scanned(started, wall_start, prices, refreshed, batches, found.errors, claim)
 
 
 def _cycle(guard: Guard, scanned: _Scanned | None = None) -> dict[str, Any]:
@@ -177,25 +195,21 @@ def _cycle(guard: Guard, scanned: _Scanned | None = None) -> dict[str, Any]:
     settled = reconcile(guard)  # actions a crash or a lost answer left unsettled
 
     scanned = scanned or _scan(guard, started, wall_start, sharded=False)
-    cfg, prices, refreshed, result = guard.cfg, scanned.prices, scanned.refreshed, scanned.result
-    store.save_snapshot(result.resources, result.scanned, started, cfg.accrual_policy)
-    for account, region, source, at in result.cursors:
-        store.set_scan_cursor(account, region, source, at)
-
+    cfg, prices, refreshed = guard.cfg, scanned.prices, scanned.refreshed
+    seen = _judge(guard, scanned, started)
     now = clock.now()
-    episodes, snoozes = store.open_episodes(), store.snoozes(now)
-    decisions = evaluate(result.resources, episodes, snoozes, cfg, now, _learned(guard, now))
     # Budgets: warnings queued here; act_at decisions go through the same path as the rules'
     # (never a second action on what a rule acts on this cycle).
     spend = budgets.check(
-        cfg, store, guard.notifier, guard.aws, result.resources, decisions, episodes, snoozes, now
-    )
+        cfg, store, guard.notifier, guard.aws, seen.for_budgets, seen.decisions, seen.episodes,
+        seen.snoozes, now,
+    )  # fmt: skip
     with _reported("billing", spend.errors):  # the bill per resource, once a day if set
         spend.errors.extend(billing.refresh(cfg, guard.aws, store, now))
-    applied = _apply(guard, decisions + spend.decisions)
-    errors = settled.errors + scanned.errors + result.errors + spend.errors
+    applied = _apply(guard, seen.decisions + spend.decisions)
+    errors = settled.errors + scanned.errors + seen.errors + spend.errors
     errors += [e["error"] for e in applied.pop("errors")]
-    guard.notifier.notify_scan_health(errors, result.findings)
+    guard.notifier.notify_scan_health(errors, seen.findings)
     if not guard.scheduled_separately:  # the daemon has a digest job and a retention job
         with _reported("digest", errors):
             send_digest(guard, now)
@@ -203,10 +217,10 @@ def _cycle(guard: Guard, scanned: _Scanned | None = None) -> dict[str, Any]:
     if not guard.scheduled_separately:
         store.prune(now, cfg.history_retention)
 
-    report = _report(guard, result.resources, started, clock.now(), applied, errors)
-    report["prices"] = prices_report(prices, result.resources, refreshed)
+    report = _report(guard, seen, started, clock.now(), applied, errors)
+    report["prices"] = seen.prices_report(prices, refreshed)
     report["budgets"] = spend.report(applied["actions"])
-    report["findings"] = [asdict(finding) for finding in result.findings]
+    report["findings"] = [asdict(finding) for finding in seen.findings]
     report["duration_seconds"] = round(time.perf_counter() - wall_start, 3)
     report["api_calls"] = guard.aws.counter.snapshot()
     report["api_calls_total"] = sum(report["api_calls"].values())
@@ -231,6 +245,114 @@ def _cycle(guard: Guard, scanned: _Scanned | None = None) -> dict[str, Any]:
         report["duration_seconds"], extra=fields,
     )  # fmt: skip
     return report
+
+
+def _kind_entry() -> dict[str, Any]:
+    return {"listed": 0, "running": 0, "unknown": 0, "unpriced": 0, "usd_per_hour": Decimal(0)}
+
+
+@dataclass
+class _Seen:
+    """What a cycle keeps of its scan once each target is saved and judged: the decisions,
+    the resources a budget could act on, counts for the report; not the fleet."""
+
+    episodes: dict[tuple[str, str], Episode]
+    snoozes: dict[str, datetime]
+    decisions: list[Decision] = field(default_factory=list)
+    for_budgets: list[Resource] = field(default_factory=list)  # budgets.may_decide
+    errors: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    scanned: set[tuple[str, str, str]] = field(default_factory=set)
+    cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    count: int = 0
+    by_kind: defaultdict[str, dict[str, Any]] = field(
+        default_factory=lambda: defaultdict(_kind_entry)
+    )
+    prices: dict[str, Any] | None = None  # prices_report summed over the targets
+
+    def add(self, batch: ScanResult, book: PriceBook) -> None:
+        self.errors.extend(batch.errors)
+        self.findings.extend(batch.findings)
+        self.scanned |= batch.scanned
+        self.cursors.extend(batch.cursors)
+        self.count += len(batch.resources)
+        for res in batch.resources:
+            entry = self.by_kind[res.kind]
+            entry["listed"] += 1
+            if res.running:
+                entry["running"] += 1
+                entry["unknown"] += int(res.unknown)
+                if res.usd_per_hour is None:
+                    entry["unpriced"] += 1
+                else:
+                    entry["usd_per_hour"] += res.usd_per_hour
+        part = prices_report(book, batch.resources)
+        if self.prices is None:
+            self.prices = part
+        else:
+            self.prices["unknown"] += part["unknown"]
+            for source, n in part["by_source"].items():
+                self.prices["by_source"][source] = self.prices["by_source"].get(source, 0) + n
+
+    def judge(
+        self,
+        guard: Guard,
+        resources: list[Resource],
+        now: datetime,
+        learned: dict[str, UsagePattern] | None,
+    ) -> None:
+        self.decisions += evaluate(resources, self.episodes, self.snoozes, guard.cfg, now, learned)
+        if guard.cfg.budgets:
+            self.for_budgets += [
+                r for r in resources if budgets.may_decide(guard.cfg, r, self.episodes)
+            ]
+
+    def prices_report(self, book: PriceBook, refreshed: RefreshResult | None) -> dict[str, Any]:
+        report = prices_report(book, [], refreshed)
+        if self.prices is not None:
+            report["unknown"] = self.prices["unknown"]
+            report["by_source"] = dict(sorted(self.prices["by_source"].items()))
+        return report
+
+
+def _judge(guard: Guard, scanned: _Scanned, started: datetime) -> _Seen:
+    """Save and judge the scan a target at a time: each target's resources are written to
+    the snapshot (`Store.snapshot`: its own transaction) and run through the rules, then
+    dropped; what the rules decided is kept. The snapshot is finished (gone marks, listing
+    times) once every target is in. Episodes and snoozes change only under the cycle lock,
+    which this cycle holds: read once."""
+    cfg, store, clock = guard.cfg, guard.store, guard.clock
+    now = clock.now()
+    seen = _Seen(store.open_episodes(), store.snoozes(now))
+    snapshot = store.snapshot(started, cfg.accrual_policy)
+    # `schedule: learned` patterns due to be relearned (a new local day) are learned from
+    # the evidence including this snapshot's: then the rules run once it is all saved.
+    learning = any(rule.schedule == "learned" for rule in cfg.rules) and (
+        guard.learned is None or guard.learned[0] != now.astimezone(cfg.tz).date()
+    )
+    held: list[Resource] = []
+    batches = scanned.batches
+    try:
+        for batch in batches:
+            snapshot.add(batch.resources)
+            seen.add(batch, scanned.prices)
+            if learning:
+                held += batch.resources
+            else:
+                now = clock.now()
+                seen.judge(guard, batch.resources, now, _learned(guard, now))
+            del batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:  # a generator: stop scanning ahead if saving failed
+            close()
+    snapshot.finish(seen.scanned)
+    for account, region, source, at in seen.cursors:
+        store.set_scan_cursor(account, region, source, at)
+    if learning:
+        now = clock.now()
+        seen.judge(guard, held, now, _learned(guard, now))
+    return seen
 
 
 def _apply(guard: Guard, decisions: list[Decision]) -> dict[str, list[dict[str, Any]]]:
@@ -443,25 +565,13 @@ def _notice(
 
 def _report(
     guard: Guard,
-    resources: list[Resource],
+    seen: _Seen,
     started: datetime,
     finished: datetime,
     applied: dict[str, list[dict[str, Any]]],
     errors: list[str],
 ) -> dict[str, Any]:
-    by_kind: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"listed": 0, "running": 0, "unknown": 0, "unpriced": 0, "usd_per_hour": Decimal(0)}
-    )
-    for res in resources:
-        entry = by_kind[res.kind]
-        entry["listed"] += 1
-        if res.running:
-            entry["running"] += 1
-            entry["unknown"] += int(res.unknown)
-            if res.usd_per_hour is None:
-                entry["unpriced"] += 1
-            else:
-                entry["usd_per_hour"] += res.usd_per_hour
+    by_kind = seen.by_kind
     total = sum((k["usd_per_hour"] for k in by_kind.values()), Decimal(0))
     return {
         "started_at": started.isoformat(),
@@ -469,7 +579,7 @@ def _report(
         "mode": guard.cfg.mode,
         "instance": instance_id(),
         "daemon": guard.scheduled_separately,  # a `run` replica's turn, not a one-off `once`
-        "resources": len(resources),
+        "resources": seen.count,
         "running": sum(k["running"] for k in by_kind.values()),
         "by_kind": {
             kind: {**v, "usd_per_hour": str(v["usd_per_hour"])}

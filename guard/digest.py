@@ -6,6 +6,7 @@ idle, what cost-guard did since the last digest and what it saved, and what need
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, time, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 from guard import cron
 from guard.config import Config
 from guard.kinds import KINDS
-from guard.model import ActivitySource
+from guard.model import ActivitySource, Resource
 from guard.reports import dollars, finding_text, money
 from guard.rules import human, owner_of
 from guard.store import Store
@@ -37,10 +38,6 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
     the Monday recommendations (a backtest of the history), for views that do not show them."""
     today = now.astimezone(cfg.tz).date()
     month_start = today.replace(day=1)
-    month = {arn: x.usd for arn, x in store.spent(month_start, today + timedelta(days=1)).items()}
-    # the running ones and this month's spenders, not every resource ever seen
-    everything = {r.arn: r for r in store.digest_resources(month)}
-    running = [r for r in everything.values() if r.running]
     yesterday = {arn: x.usd for arn, x in store.spent(today - timedelta(days=1), today).items()}
 
     # $/h totals sum the known prices only; `unpriced` counts the running resources whose
@@ -53,48 +50,59 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
             "month_to_date_usd": Decimal(0),
         }
     )
-    for res in running:
-        by_kind[res.kind]["running"] += 1
-        by_kind[res.kind]["usd_per_hour"] += res.usd_per_hour or 0
-        by_kind[res.kind]["unpriced"] += res.usd_per_hour is None
     by_owner: dict[str, Decimal] = defaultdict(Decimal)
     by_team: dict[str, Decimal] = defaultdict(Decimal)
-    for arn, usd in month.items():
-        spender = everything.get(arn)  # None: pruned after it was gone for the retention
-        by_kind[spender.kind if spender else "(pruned)"]["month_to_date_usd"] += usd
-        by_owner[(owner_of(spender, cfg) if spender else "") or UNOWNED] += usd
-        by_team[(spender.tags.get(cfg.tags.team) if spender else None) or NO_TEAM] += usd
-
-    idle = sorted(
-        (
-            r
-            for r in running
-            if KINDS[r.kind].idles and (r.idle_for(now) or timedelta(0)) >= IDLE_AFTER
-        ),
-        key=lambda r: r.usd_per_hour or Decimal(0),
-        reverse=True,
-    )[:TOP_IDLE]
     running_by_owner: dict[str, Decimal] = defaultdict(Decimal)
     unpriced_by_owner: Counter[str] = Counter()
-    for res in running:
-        running_by_owner[owner_of(res, cfg) or UNOWNED] += res.usd_per_hour or 0
-        unpriced_by_owner[owner_of(res, cfg) or UNOWNED] += res.usd_per_hour is None
-    unowned = sorted(
-        (r for r in running if not owner_of(r, cfg)),
-        key=lambda r: r.usd_per_hour or Decimal(0),
-        reverse=True,
-    )
+    month_usd = Decimal(0)
+    running_usd, running_count, unpriced_running = Decimal(0), 0, 0
+    unowned_usd, unowned_count, unowned_unpriced = Decimal(0), 0, 0
+    # Only the few named ones are kept, not the fleet (a heap each of (sort key, resource))
+    idle: list[tuple[Any, Resource]] = []
+    unowned_named: list[tuple[Any, Resource]] = []
+    storage: list[tuple[Any, Resource]] = []
+    # the running ones and this month's spenders (and the pruned spenders' spend), a page at
+    # a time: not every resource ever seen, nor the whole fleet at once
+    rows = store.digest_rows(month_start, today + timedelta(days=1))
+    for order, (res, usd) in enumerate(rows):
+        if usd is not None:  # a spender this month; None: pruned after it was gone
+            month_usd += usd
+            by_kind[res.kind if res else "(pruned)"]["month_to_date_usd"] += usd
+            by_owner[(owner_of(res, cfg) if res else "") or UNOWNED] += usd
+            by_team[(res.tags.get(cfg.tags.team) if res else None) or NO_TEAM] += usd
+        if res is None or not res.running:
+            continue
+        price = res.usd_per_hour or Decimal(0)
+        by_kind[res.kind]["running"] += 1
+        by_kind[res.kind]["usd_per_hour"] += price
+        by_kind[res.kind]["unpriced"] += res.usd_per_hour is None
+        running_count += 1
+        running_usd += price
+        unpriced_running += res.usd_per_hour is None
+        owner = owner_of(res, cfg)
+        running_by_owner[owner or UNOWNED] += price
+        unpriced_by_owner[owner or UNOWNED] += res.usd_per_hour is None
+        if KINDS[res.kind].idles and (res.idle_for(now) or timedelta(0)) >= IDLE_AFTER:
+            _keep(idle, TOP_IDLE, (price, -order), res)
+        if not owner:
+            unowned_count += 1
+            unowned_usd += price
+            unowned_unpriced += res.usd_per_hour is None
+            _keep(unowned_named, LISTED, (price, -order), res)
+        if res.activity_source is ActivitySource.LAST_START:
+            oldest = -(res.last_activity or now).timestamp()
+            _keep(storage, LISTED, (oldest, -order), res)
     since = store.last_digest_at(before=now) or now - timedelta(days=1)
     # strictly after: an action in the same instant as the last digest was in that one
     done = [a for a in store.audit(since) if a.action != "warn" and since < a.at <= now]
     last = store.last_cycle() or {}
     return {
         "at": now.isoformat(),
-        "running": len(running),
-        "usd_per_hour": money(sum((r.usd_per_hour or Decimal(0) for r in running), Decimal(0))),
-        "unpriced_running": sum(1 for r in running if r.usd_per_hour is None),
+        "running": running_count,
+        "usd_per_hour": money(running_usd),
+        "unpriced_running": unpriced_running,
         "yesterday_usd": money(sum(yesterday.values(), Decimal(0)), 2),
-        "month_to_date_usd": money(sum(month.values(), Decimal(0)), 2),
+        "month_to_date_usd": money(month_usd, 2),
         "by_kind": {
             kind: {
                 "running": v["running"],
@@ -109,12 +117,12 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
             for name, usd in sorted(running_by_owner.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
         "unowned": {
-            "running": len(unowned),
-            "usd_per_hour": money(sum((r.usd_per_hour or Decimal(0) for r in unowned), Decimal(0))),
-            "unpriced": sum(1 for r in unowned if r.usd_per_hour is None),
+            "running": unowned_count,
+            "usd_per_hour": money(unowned_usd),
+            "unpriced": unowned_unpriced,
             "resources": [
                 {"kind": r.kind, "name": r.name, "usd_per_hour": money(r.usd_per_hour)}
-                for r in unowned[:LISTED]
+                for r in _ranked_first(unowned_named)
             ],
         },
         "actions_since": since.isoformat(),
@@ -138,10 +146,7 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
                 "usd_per_hour": money(r.usd_per_hour),
                 "days_since_start": (now - r.last_activity).days if r.last_activity else None,
             }
-            for r in sorted(
-                (r for r in running if r.activity_source is ActivitySource.LAST_START),
-                key=lambda r: r.last_activity or now,
-            )[:LISTED]
+            for r in _ranked_first(storage)
         ],
         "scan_errors": list(last.get("errors", [])),
         "by_owner": _ranked(by_owner),
@@ -155,11 +160,25 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
                 "usd_per_hour": money(r.usd_per_hour),
                 "idle_hours": round((r.idle_for(now) or timedelta(0)).total_seconds() / 3600, 1),
             }
-            for r in idle
+            for r in _ranked_first(idle)
         ],
         "saved": saved_this_month(store, cfg, now),
         "recommendations": weekly_recommendations(cfg, store, now) if recommend else [],
     }
+
+
+def _keep(heap: list[tuple[Any, Resource]], size: int, key: Any, res: Resource) -> None:
+    """Keep the `size` entries of greatest `key` seen so far in `heap` (`key` ends with
+    -order: of equal ones, the first met stays, as a stable sort would keep it)."""
+    entry = (key, res)  # keys never tie (-order), so a Resource is never compared
+    if len(heap) < size:
+        heapq.heappush(heap, entry)
+    elif key > heap[0][0]:
+        heapq.heapreplace(heap, entry)
+
+
+def _ranked_first(heap: list[tuple[Any, Resource]]) -> list[Resource]:
+    return [res for _, res in sorted(heap, key=lambda e: e[0], reverse=True)]
 
 
 def weekly_recommendations(cfg: Config, store: Store, now: datetime) -> list[dict[str, Any]]:

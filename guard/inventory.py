@@ -9,10 +9,12 @@ account or region failing never stops the others.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,7 +25,15 @@ from guard.kinds import KINDS, KindSpec, load
 from guard.model import Finding, Resource, ScanResult, parse_time
 from guard.scanning import ScanContext, Target
 
-__all__ = ["Progress", "ScanContext", "Target", "reporting_progress", "scan", "scanner"]
+__all__ = [
+    "Progress",
+    "ScanContext",
+    "Target",
+    "reporting_progress",
+    "scan",
+    "scan_targets",
+    "scanner",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +69,39 @@ def _advance(what: str) -> None:
 
 def scan(ctx: ScanContext) -> ScanResult:
     """Scan every (account, region) concurrently; one failing never stops the others."""
-    accounts: list[Account | None] = list(ctx.cfg.accounts) or [None]
-    jobs = [(account, region) for account in accounts for region in ctx.cfg.regions]
-    for progress in _progress[-1:]:
-        progress.start(len(jobs) * len(ctx.cfg.kinds))
-    workers = max(1, min(MAX_SCAN_WORKERS, len(jobs)))
     result = ScanResult()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        for target in pool.map(lambda job: _scan_target(ctx, *job), jobs):
-            result.resources.extend(target.resources)
-            result.errors.extend(target.errors)
-            result.scanned |= target.scanned
-            result.cursors.extend(target.cursors)
-            result.findings.extend(target.findings)
+    for target in scan_targets(ctx):
+        result.resources.extend(target.resources)
+        result.errors.extend(target.errors)
+        result.scanned |= target.scanned
+        result.cursors.extend(target.cursors)
+        result.findings.extend(target.findings)
     return result
+
+
+def scan_targets(ctx: ScanContext) -> Iterator[ScanResult]:
+    """`scan`, one (account, region) at a time, in order, as each is done: the cycle saves
+    and judges each before the next, so it never holds the whole fleet. At most two targets
+    per worker are scanned ahead of the consumer (a slow database never piles them up)."""
+    accounts: list[Account | None] = list(ctx.cfg.accounts) or [None]
+    jobs = iter([(account, region) for account in accounts for region in ctx.cfg.regions])
+    total = len(ctx.cfg.accounts or [None]) * len(ctx.cfg.regions)
+    for progress in _progress[-1:]:
+        progress.start(total * len(ctx.cfg.kinds))
+    workers = max(1, min(MAX_SCAN_WORKERS, total))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
+        ahead: deque[Future[Target]] = deque(
+            pool.submit(_scan_target, ctx, *job) for job in itertools.islice(jobs, 2 * workers)
+        )
+        while ahead:
+            target = ahead.popleft().result()
+            if (job := next(jobs, None)) is not None:
+                ahead.append(pool.submit(_scan_target, ctx, *job))
+            yield ScanResult(
+                resources=target.resources, errors=target.errors, scanned=target.scanned,
+                cursors=target.cursors, findings=target.findings,
+            )  # fmt: skip
+            del target
 
 
 def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Target:

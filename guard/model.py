@@ -90,9 +90,12 @@ class ActivitySource(enum.StrEnum):
     UNKNOWN = "unknown"  # a call failed: nothing may act on this resource this cycle
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resource:
-    """One SageMaker resource as seen in this cycle, with its price and its evidence."""
+    """One SageMaker resource as seen in this cycle, with its price and its evidence.
+
+    Slotted: a cycle holds one per resource of the fleet, and a backtest one per recorded
+    change; without a `__dict__` each is ~0.5 KB smaller."""
 
     arn: str
     kind: str

@@ -24,7 +24,7 @@ import filelock
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from guard import accrual
 from guard.model import ActivitySource, Episode, Resource
@@ -286,6 +286,10 @@ class Store:
 
     # --- resources -------------------------------------------------------------------
 
+    # Resources per statement batch of a snapshot: what a chunk holds in memory (its rows'
+    # stored columns, its events, accruals and evidence) is bounded by this, not the fleet.
+    snapshot_chunk = 1000
+
     def save_snapshot(
         self,
         resources: Sequence[Resource],
@@ -299,122 +303,31 @@ class Store:
         `scanned` holds the (account, region, kind) triples whose listing completed, so a
         failed region never makes its resources look gone. Accrual shares this transaction:
         an interval is counted exactly when `last_seen` moves past it.
+
+        One transaction, written `snapshot_chunk` resources at a time with Core executemany
+        statements: no ORM object per resource, and nothing of a chunk is kept once it is
+        written but its ARN (a complete listing's gone detection needs the ARNs seen).
         """
-        policy = policy or accrual.Policy()
         with self.session() as s:
-            # The JSON columns stay in the database: `snapshot_hash` says whether they changed.
-            existing = {
-                row.arn: row
-                for row in s.scalars(
-                    select(ResourceRow)
-                    .where(ResourceRow.gone_at.is_(None))
-                    .options(*_JSON_DEFERRED)
-                )
-            }
-            # Gone ones that are back: one query per 500, not one per new resource.
-            new = sorted({r.arn for r in resources} - existing.keys())
-            for start in range(0, len(new), 500):
-                query = select(ResourceRow).where(ResourceRow.arn.in_(new[start : start + 500]))
-                existing.update((row.arn, row) for row in s.scalars(query.options(*_JSON_DEFERRED)))
-            listed = {
-                (row.account, row.region, row.source.removeprefix(_LISTED)): row
-                for row in s.scalars(
-                    select(ScanCursorRow).where(ScanCursorRow.source.startswith(_LISTED))
-                )
-            }
-            spent: dict[str, list[accrual.Span]] = {}
-            events: list[dict[str, Any]] = []  # resource_events rows: what changed
-            seen = set()
-            for res in resources:
-                seen.add(res.arn)
-                row = existing.get(res.arn)
-                cursor = listed.get((res.account, res.region, res.kind))
-                spent[res.arn] = accrual.spans(
-                    _observed(row) if row is not None else None,
-                    accrual.Observation(
-                        at=now,
-                        running=res.running,
-                        usd_per_hour=res.usd_per_hour if res.running else None,
-                        running_since=res.running_since,
-                        stopped_since=res.stopped_since,
-                    ),
-                    policy,
-                    listed_before=cursor.scanned_until if cursor else None,
-                )
-                values = _resource_row_values(res)
-                if row is None:
-                    digest = _snapshot_hash(values)
-                    row = ResourceRow(
-                        arn=res.arn, first_seen=now, last_seen=now, snapshot_hash=digest, **values
-                    )
-                    s.add(row)
-                    existing[res.arn] = row  # held: the session's identity map keeps weak refs
-                    changed = True
-                else:
-                    changed = row.gone_at is not None or any(
-                        getattr(row, key) != values[key]
-                        for key in ("status", "instance_type", "instance_count", "usd_per_hour")
-                    )
-                    if res.unknown:
-                        # Keep the last known evidence for later cycles; `evidence_error`
-                        # marks the row unknown for readers of this snapshot.
-                        values.pop("last_activity")
-                        values.pop("activity_source")
-                    digest = _snapshot_hash(values)
-                    if row.snapshot_hash != digest:  # else every value is as stored
-                        for key, value in values.items():
-                            setattr(row, key, value)
-                        row.snapshot_hash = digest
-                    row.last_seen = now
-                    row.gone_at = None
-                if changed:
-                    events.append(_event_values(res, now))
-            for arn, row in existing.items():
-                if arn not in seen and (row.account, row.region, row.kind) in scanned:
-                    spent[arn] = accrual.spans(
-                        _observed(row), accrual.Observation(now, False, None), policy
-                    )
-                    row.gone_at = now
-                    row.running = False
-                    row.snapshot_hash = None  # its values are no longer the snapshot's
-                    events.append(
-                        {
-                            "arn": arn,
-                            "at": now,
-                            "status": "Gone",
-                            "running": False,
-                            "instance_type": row.instance_type,
-                            "instance_count": 0,
-                            "usd_per_hour": row.usd_per_hour,
-                        }
-                    )
-            if events:  # one executemany, not an INSERT per change
-                s.execute(insert(ResourceEvent), events)
-            _add_accruals(s, spent, policy.tz)
-            for account, region, kind in scanned:
-                cursor = listed.get((account, region, kind))
-                if cursor is None:
-                    s.add(
-                        ScanCursorRow(
-                            account=account,
-                            region=region,
-                            source=_LISTED + kind,
-                            scanned_until=now,
-                        )
-                    )
-                else:
-                    cursor.scanned_until = now
-            # The new rows in the session's identity map now, in one batch: what follows
-            # finds them there instead of flushing and selecting one per resource.
-            s.flush()
-            self._record_evidence(s, resources, now)  # backtest history (migration 0009)
+            snapshot = Snapshot(self, s, now, policy)
+            snapshot.write(s, resources)
+            snapshot.finish_in(s, scanned)
+
+    def snapshot(self, now: datetime, policy: accrual.Policy | None = None) -> Snapshot:
+        """A snapshot written in parts (the cycle's, a scan target at a time): `add` each
+        part, then `finish` (see `Snapshot`)."""
+        with self.session() as s:
+            return Snapshot(self, s, now, policy)
 
     def resources(self, include_gone: bool = False) -> list[Resource]:
+        # Core rows, not ORM objects: the session would hold every row's object (and its
+        # JSON) until it closes, beside the Resources made from them.
+        table = ResourceRow.__table__
+        query = select(table).order_by(table.c.kind, table.c.name)
+        if not include_gone:
+            query = query.where(table.c.gone_at.is_(None))
         with self.session() as s:
-            query = select(ResourceRow).order_by(ResourceRow.kind, ResourceRow.name)
-            if not include_gone:
-                query = query.where(ResourceRow.gone_at.is_(None))
-            return [row_to_resource(row) for row in s.scalars(query)]
+            return [row_to_resource(cast(ResourceRow, row)) for row in s.execute(query)]
 
     def resource(self, arn: str) -> Resource | None:
         """The latest snapshot of one resource (also after it is gone)."""
@@ -1089,61 +1002,6 @@ class Store:
 
     # --- backtest history (guard/backtest.py, guard/profiles.py; migration 0009) ----------
 
-    def _record_evidence(self, s: Session, resources: Sequence[Resource], now: datetime) -> None:
-        """In `save_snapshot`'s transaction: an `evidence` row for each resource whose
-        evidence changed since its previous row (and for each that went), and the snapshot's
-        time with the known resources it did not list. Reads columns, never whole rows: a
-        snapshot of an unchanged fleet loads no JSON."""
-        snoozed = {
-            arn: until
-            for arn, until in s.execute(select(SnoozeRow.arn, SnoozeRow.until))
-            if until > now
-        }
-        known = {
-            arn: (key, gone_at)
-            for arn, key, gone_at in s.execute(
-                select(ResourceRow.arn, ResourceRow.evidence_key, ResourceRow.gone_at)
-            )
-        }
-        rows: list[dict[str, Any]] = []
-        keys: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for res in resources:
-            seen.add(res.arn)
-            values = _evidence_values(res, snoozed.get(res.arn))
-            key = _evidence_key(values)
-            if res.arn in known and known[res.arn][0] != key:
-                rows.append({"arn": res.arn, "at": now, **values})
-                keys.append({"arn": res.arn, "evidence_key": key})
-        went = [arn for arn, (key, gone) in known.items() if gone == now and key is not None]
-        gone_rows = (
-            row
-            for chunk in range(0, len(went), 500)  # bounded IN lists
-            for row in s.execute(
-                select(
-                    ResourceRow.arn, ResourceRow.instance_type, ResourceRow.last_activity,
-                    ResourceRow.activity_source, ResourceRow.tags,
-                ).where(ResourceRow.arn.in_(went[chunk : chunk + 500]))
-            )
-        )  # fmt: skip
-        for arn, instance_type, last_activity, source, tags in gone_rows:
-            values = {
-                "status": "Gone", "running": False, "instance_type": instance_type,
-                "instance_count": 0, "usd_per_hour": None, "running_since": None,
-                "last_activity": last_activity, "activity_source": source,
-                "tags": dict(tags or {}), "utilization": {}, "snoozed_until": None,
-            }  # fmt: skip
-            rows.append({"arn": arn, "at": now, **values})
-            keys.append({"arn": arn, "evidence_key": _evidence_key(values)})
-        if rows:
-            s.execute(insert(EvidenceRow), rows)
-            s.execute(update(ResourceRow), keys)  # by primary key
-        missed = [
-            arn for arn, (key, gone) in known.items()
-            if key is not None and gone is None and arn not in seen
-        ]  # fmt: skip
-        s.merge(EvidenceSnapshotRow(at=now, missed={"arns": sorted(missed)}))
-
     def evidence_since(self, since: datetime, until: datetime) -> list[Any]:
         """Every evidence row in (since, until], plus each resource's latest row at or before
         `since` (its state when the window opens); by time, then id. Plain rows with the
@@ -1207,10 +1065,13 @@ class Store:
         """The latest snapshot of each of these resources (gone ones too)."""
         found: dict[str, Resource] = {}
         wanted = sorted(set(arns))
-        with self.session() as s:
+        table = ResourceRow.__table__
+        with self.session() as s:  # Core rows: no ORM object per resource kept in the session
             for start in range(0, len(wanted), 500):  # bounded IN lists
-                query = select(ResourceRow).where(ResourceRow.arn.in_(wanted[start : start + 500]))
-                found.update((row.arn, row_to_resource(row)) for row in s.scalars(query))
+                query = select(table).where(table.c.arn.in_(wanted[start : start + 500]))
+                found.update(
+                    (row.arn, row_to_resource(cast(ResourceRow, row))) for row in s.execute(query)
+                )
         return found
 
     def actions_between(self, since: datetime, until: datetime) -> list[ActionRow]:
@@ -1318,26 +1179,283 @@ class Store:
 
     # --- memory that does not grow with the fleet's past (issue 15) ----------------------
 
-    def digest_resources(self, arns: Collection[str]) -> list[Resource]:
-        """What the digest needs: every running resource, and the resources in `arns` (this
-        month's spenders, gone ones included), without their `details` and `utilization`.
-        Not every resource ever seen, nor their JSON details (90 days of a big fleet)."""
-        columns = [c for c in ResourceRow.__table__.c if c.name not in ("details", "utilization")]
-        wanted = sorted(set(arns))
-        found: dict[str, Resource] = {}
-        with self.session() as s:
-            queries = [
-                select(*columns).where(ResourceRow.running.is_(True), ResourceRow.gone_at.is_(None))
-            ]
-            queries += [
-                select(*columns).where(ResourceRow.arn.in_(wanted[start : start + 500]))
-                for start in range(0, len(wanted), 500)
-            ]
-            for query in queries:
-                for row in s.execute(query):
-                    light = SimpleNamespace(**row._mapping, details={}, utilization={})
-                    found[row.arn] = row_to_resource(cast(ResourceRow, light))
-        return list(found.values())
+    def digest_rows(
+        self, start: date, end: date
+    ) -> Iterator[tuple[Resource | None, Decimal | None]]:
+        """What the digest reads, page by page: every running resource and every resource
+        that accrued spend in [start, end) (gone ones included), each with that spend (None:
+        none accrued), without their `details` and `utilization`; then (None, spend) for each
+        resource pruned since that accrued some. Never the whole fleet at once."""
+        table = cast(Table, ResourceRow.__table__)
+        accruals = cast(Table, AccrualRow.__table__)
+        spent = (
+            select(accruals.c.arn, func.sum(accruals.c.usd).label("usd"))
+            .where(accruals.c.day >= start, accruals.c.day < end)
+            .group_by(accruals.c.arn)
+            .subquery()
+        )
+        columns = [c for c in table.c if c.name not in ("details", "utilization")]
+        query = (
+            select(*columns, spent.c.usd.label("month_usd"), spent.c.arn.label("spender"))
+            .outerjoin(spent, spent.c.arn == table.c.arn)
+            .where(
+                (table.c.running.is_(True) & table.c.gone_at.is_(None)) | spent.c.arn.is_not(None)
+            )
+        )
+        pruned = select(spent.c.usd).where(spent.c.arn.not_in(select(table.c.arn)))
+        with self.engine.connect() as conn:
+            for row in conn.execute(query, execution_options={"yield_per": 1000}):
+                values = {k: v for k, v in row._mapping.items() if k not in _DIGEST_EXTRA}
+                light = SimpleNamespace(**values, details={}, utilization={})
+                usd = Decimal(row.month_usd or 0) if row.spender is not None else None
+                yield row_to_resource(cast(ResourceRow, light)), usd
+            for usd in conn.scalars(pruned):
+                yield None, Decimal(usd or 0)
+
+
+class Snapshot:
+    """One snapshot of the fleet, written in parts so that no part of the process holds the
+    whole fleet: `add` each part of the listing (its own transaction: a part's rows, change
+    events, accruals and evidence commit together, a chunk of `Store.snapshot_chunk`
+    resources at a time), then `finish` once with the (account, region, kind) triples whose
+    listing completed: what they missed is marked gone, and the listing times recorded.
+
+    A process that dies between parts leaves each resource either saved with its accrual or
+    not at all, and nothing marked gone: the next snapshot accrues from each row's own last
+    sighting, as if this one had listed only those parts. `Store.save_snapshot` writes all
+    of it in one transaction."""
+
+    def __init__(
+        self, store: Store, s: Session, now: datetime, policy: accrual.Policy | None = None
+    ) -> None:
+        self.store, self.now, self.policy = store, now, policy or accrual.Policy()
+        self.seen: set[str] = set()  # ARNs listed so far: what `finish` must not mark gone
+        listed = select(ScanCursorRow).where(ScanCursorRow.source.startswith(_LISTED))
+        # when each kind was last listed completely, before this snapshot
+        self.listed_before: dict[tuple[str, str, str], datetime | None] = {
+            (row.account, row.region, row.source.removeprefix(_LISTED)): row.scanned_until
+            for row in s.scalars(listed)
+        }
+        self.snoozed = {
+            arn: until
+            for arn, until in s.execute(select(SnoozeRow.arn, SnoozeRow.until))
+            if until > now
+        }
+
+    def add(self, resources: Sequence[Resource]) -> None:
+        with self.store.session() as s:
+            self.write(s, resources)
+
+    def finish(self, scanned: set[tuple[str, str, str]]) -> None:
+        with self.store.session() as s:
+            self.finish_in(s, scanned)
+
+    def write(self, s: Session, resources: Sequence[Resource]) -> None:
+        chunk = self.store.snapshot_chunk
+        for start in range(0, len(resources), chunk):
+            # The last occurrence of an ARN listed twice in a chunk wins.
+            part = {res.arn: res for res in resources[start : start + chunk]}
+            _save_chunk(
+                s, list(part.values()), self.seen, self.listed_before, self.snoozed,
+                self.now, self.policy,
+            )  # fmt: skip
+
+    def finish_in(self, s: Session, scanned: set[tuple[str, str, str]]) -> None:
+        now = self.now
+        _mark_gone(s, self.seen, scanned, now, self.policy)
+        listed = {
+            (row.account, row.region, row.source.removeprefix(_LISTED)): row
+            for row in s.scalars(
+                select(ScanCursorRow).where(ScanCursorRow.source.startswith(_LISTED))
+            )
+        }
+        for account, region, kind in scanned:
+            cursor = listed.get((account, region, kind))
+            if cursor is None:
+                s.add(
+                    ScanCursorRow(
+                        account=account, region=region, source=_LISTED + kind, scanned_until=now
+                    )
+                )
+            else:
+                cursor.scanned_until = now
+
+
+# What a snapshot reads of a stored resource row: never its JSON (compared by `snapshot_hash`).
+_STORED = (
+    "arn", "account", "region", "kind", "status", "running", "instance_type", "instance_count",
+    "usd_per_hour", "running_since", "last_seen", "gone_at", "snapshot_hash", "evidence_key",
+)  # fmt: skip
+
+
+def _by_arn(table: Table, values: Sequence[str]) -> Any:
+    """UPDATE `table` ... WHERE arn = :k_arn, for an executemany of `values` columns."""
+    return (
+        update(table)
+        .where(table.c.arn == bindparam("k_arn"))
+        .values({name: bindparam(name) for name in values})
+    )
+
+
+def _save_chunk(
+    s: Session,
+    chunk: Sequence[Resource],
+    seen: set[str],
+    listed_before: Mapping[tuple[str, str, str], datetime | None],
+    snoozed: Mapping[str, datetime],
+    now: datetime,
+    policy: accrual.Policy,
+) -> None:
+    """One chunk of a snapshot (distinct ARNs): its stored rows read by ARN, then one
+    executemany per kind of write (new rows, changed rows, rows only seen again, change
+    events, accruals, backtest evidence)."""
+    table = cast(Table, ResourceRow.__table__)
+    query = select(*(table.c[name] for name in _STORED))
+    stored = {
+        row.arn: row for row in s.execute(query.where(table.c.arn.in_([r.arn for r in chunk])))
+    }
+    spent: dict[str, list[accrual.Span]] = {}
+    added: list[dict[str, Any]] = []
+    changed_rows: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    touched: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []  # resource_events rows: what changed
+    evidence: list[dict[str, Any]] = []  # backtest history: whose evidence changed
+    keys: list[dict[str, Any]] = []
+    for res in chunk:
+        seen.add(res.arn)
+        row = stored.get(res.arn)
+        spent[res.arn] = accrual.spans(
+            _observed(row) if row is not None else None,
+            accrual.Observation(
+                at=now,
+                running=res.running,
+                usd_per_hour=res.usd_per_hour if res.running else None,
+                running_since=res.running_since,
+                stopped_since=res.stopped_since,
+            ),
+            policy,
+            listed_before=listed_before.get((res.account, res.region, res.kind)),
+        )
+        values = _resource_row_values(res)
+        seen_values = _evidence_values(res, snoozed.get(res.arn))
+        key = _evidence_key(seen_values)
+        if row is None:
+            added.append(
+                {"arn": res.arn, "first_seen": now, "last_seen": now,
+                 "snapshot_hash": _snapshot_hash(values), "evidence_key": key, **values}
+            )  # fmt: skip
+            changed = True
+        else:
+            changed = row.gone_at is not None or any(
+                getattr(row, name) != values[name]
+                for name in ("status", "instance_type", "instance_count", "usd_per_hour")
+            )
+            if res.unknown:
+                # Keep the last known evidence for later cycles; `evidence_error` marks the
+                # row unknown for readers of this snapshot.
+                values.pop("last_activity")
+                values.pop("activity_source")
+            digest = _snapshot_hash(values)
+            if row.snapshot_hash != digest:  # else every value is as stored
+                update_values = {**values, "snapshot_hash": digest, "last_seen": now,
+                                 "gone_at": None}  # fmt: skip
+                changed_rows.setdefault(tuple(update_values), []).append(
+                    {"k_arn": res.arn, **update_values}
+                )
+            else:
+                touched.append({"k_arn": res.arn, "last_seen": now, "gone_at": None})
+            if row.evidence_key != key:
+                keys.append({"k_arn": res.arn, "evidence_key": key})
+        if row is None or row.evidence_key != key:
+            evidence.append({"arn": res.arn, "at": now, **seen_values})
+        if changed:
+            events.append(_event_values(res, now))
+    if added:
+        s.execute(insert(table), added)
+    for names, rows in changed_rows.items():
+        s.execute(_by_arn(table, [n for n in names if n != "k_arn"]), rows)
+    if touched:
+        s.execute(_by_arn(table, ["last_seen", "gone_at"]), touched)
+    if keys:
+        s.execute(_by_arn(table, ["evidence_key"]), keys)
+    if events:
+        s.execute(insert(cast(Table, ResourceEvent.__table__)), events)
+    if evidence:
+        s.execute(insert(cast(Table, EvidenceRow.__table__)), evidence)
+    _add_accruals(s, spent, policy.tz)
+
+
+def _mark_gone(
+    s: Session,
+    seen: set[str],
+    scanned: set[tuple[str, str, str]],
+    now: datetime,
+    policy: accrual.Policy,
+) -> None:
+    """After the listed chunks: mark gone what a complete listing missed (with its last
+    accrual and a "Gone" event), record the backtest evidence of what went, and the snapshot's
+    time with the known resources it did not list. Reads the stored rows' columns page by
+    page, never all rows at once."""
+    table = cast(Table, ResourceRow.__table__)
+    query = select(*(table.c[name] for name in _STORED)).where(
+        table.c.gone_at.is_(None) | (table.c.gone_at == now)
+    )
+    gone: list[Any] = []
+    went: list[str] = []  # gone at this snapshot's time, with evidence recorded before
+    missed: list[str] = []  # known, not gone, not listed: its kind's listing failed
+    for row in s.execute(query, execution_options={"yield_per": 1000}):
+        if row.arn in seen:
+            continue
+        if row.gone_at is None and (row.account, row.region, row.kind) in scanned:
+            gone.append(row)
+            if row.evidence_key is not None:
+                went.append(row.arn)
+        elif row.evidence_key is not None:
+            # gone at this very time (an earlier snapshot of a clock standing still) or missed
+            (went if row.gone_at is not None else missed).append(row.arn)
+    for start in range(0, len(gone), _CHUNK_IN):
+        part = gone[start : start + _CHUNK_IN]
+        s.execute(
+            _by_arn(table, ["gone_at", "running", "snapshot_hash"]),
+            [{"k_arn": row.arn, "gone_at": now, "running": False, "snapshot_hash": None}
+             for row in part],
+        )  # fmt: skip
+        s.execute(
+            insert(cast(Table, ResourceEvent.__table__)),
+            [{"arn": row.arn, "at": now, "status": "Gone", "running": False,
+              "instance_type": row.instance_type, "instance_count": 0,
+              "usd_per_hour": row.usd_per_hour} for row in part],
+        )  # fmt: skip
+        spent = {
+            row.arn: accrual.spans(_observed(row), accrual.Observation(now, False, None), policy)
+            for row in part
+        }
+        _add_accruals(s, spent, policy.tz)
+    del gone
+    for start in range(0, len(went), _CHUNK_IN):
+        rows, keys = [], []
+        for arn, instance_type, last_activity, source, tags in s.execute(
+            select(
+                table.c.arn, table.c.instance_type, table.c.last_activity,
+                table.c.activity_source, table.c.tags,
+            ).where(table.c.arn.in_(went[start : start + _CHUNK_IN]))
+        ):  # fmt: skip
+            values = {
+                "status": "Gone", "running": False, "instance_type": instance_type,
+                "instance_count": 0, "usd_per_hour": None, "running_since": None,
+                "last_activity": last_activity, "activity_source": source,
+                "tags": dict(tags or {}), "utilization": {}, "snoozed_until": None,
+            }  # fmt: skip
+            rows.append({"arn": arn, "at": now, **values})
+            keys.append({"k_arn": arn, "evidence_key": _evidence_key(values)})
+        if rows:
+            s.execute(insert(cast(Table, EvidenceRow.__table__)), rows)
+            s.execute(_by_arn(table, ["evidence_key"]), keys)
+    s.merge(EvidenceSnapshotRow(at=now, missed={"arns": sorted(missed)}))
+
+
+_CHUNK_IN = 1000  # ARNs per IN list / executemany outside the listed chunks
+_DIGEST_EXTRA = ("month_usd", "spender")  # digest_rows' columns that are not the row's
 
 
 def _evidence_values(res: Resource, snoozed_until: datetime | None) -> dict[str, Any]:
@@ -1387,22 +1505,15 @@ _MUTATIONS = ("stop", "delete", "scale-to-zero")  # actions that take a resource
 _LISTED = "listed:"  # scan_cursors source of "this kind was last listed completely at"
 
 
-# Loaded only when read: a snapshot compares them by `snapshot_hash` (migration 0008).
-_JSON_DEFERRED = (
-    defer(ResourceRow.tags),
-    defer(ResourceRow.details),
-    defer(ResourceRow.utilization),
-)
-
-
 def _snapshot_hash(values: Mapping[str, Any]) -> str:
     """A hash of what a snapshot writes to a resource row (all but the times it was seen)."""
     text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _observed(row: ResourceRow) -> accrual.Observation:
-    """What the stored snapshot said (a gone resource was last seen not running)."""
+def _observed(row: Any) -> accrual.Observation:
+    """What the stored snapshot said (a gone resource was last seen not running); `row`
+    has the resource columns as attributes (a Core row of `_STORED`)."""
     if row.gone_at is not None:
         return accrual.Observation(row.gone_at, False, None)
     return accrual.Observation(
@@ -1426,9 +1537,18 @@ def _add_accruals(s: Session, spent: dict[str, list[accrual.Span]], tz: ZoneInfo
     if not totals:
         return
     days = {day for _, day in totals}
+    arns = sorted({arn for arn, _ in totals})
     table = cast(Table, AccrualRow.__table__)
-    keys = select(table.c.arn, table.c.day).where(table.c.day.in_(days))
-    have = {(arn, day) for arn, day in s.execute(keys)}
+    # the keys of these resources only: a chunk of a snapshot never reads the whole day
+    have = {
+        (arn, day)
+        for start in range(0, len(arns), _CHUNK_IN)
+        for arn, day in s.execute(
+            select(table.c.arn, table.c.day).where(
+                table.c.day.in_(days), table.c.arn.in_(arns[start : start + _CHUNK_IN])
+            )
+        )
+    }
     added, grown = [], []
     for (arn, day), total in totals.items():
         values = {

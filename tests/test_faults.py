@@ -267,8 +267,7 @@ def test_a_lost_answer_that_cannot_be_checked_is_settled_once_by_the_next_cycle(
 
 
 def _intent(guard: Guard, clock: ManualClock, arn: str, outcome: str, episode: int | None) -> int:
-    res = notebook(clock.now(), "idle")
-    res = type(res)(**{**res.__dict__, "arn": arn})
+    res = notebook(clock.now(), "idle", arn=arn)  # Resource is slotted: no __dict__ to copy
     action_id = guard.store.record_action(
         res, rule_id="idle", episode_id=episode, action="stop", mode="enforce",
         outcome="intended", detail="idle", now=clock.now(),
