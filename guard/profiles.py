@@ -192,14 +192,14 @@ def profiles(
     for row in store.evidence_since(now - look_back, now):
         rows[row.arn].append(row)
     found: dict[str, Profile] = {}
-    known = store.resources_by_arn(rows)
+    known = store.names_by_arn(rows)  # not whole resources: the fleet's details add up
     end = _seen_until(store, now)
     for arn, items in rows.items():
-        res = known.get(arn)
-        if res is None:
+        if arn not in known:
             continue
+        kind, name = known[arn]
         start = max(items[0].at, now - look_back)
-        made = profile(f"{res.kind}/{res.name}", uses_of(items), start, end, cfg.tz)
+        made = profile(f"{kind}/{name}", uses_of(items), start, end, cfg.tz)
         if made is not None:
             found[arn] = made
     return found

@@ -1074,6 +1074,17 @@ class Store:
                 )
         return found
 
+    def names_by_arn(self, arns: Collection[str]) -> dict[str, tuple[str, str]]:
+        """arn -> (kind, name) of these resources (gone ones too), without their details."""
+        found: dict[str, tuple[str, str]] = {}
+        wanted = sorted(set(arns))
+        c = ResourceRow.__table__.c
+        with self.session() as s:
+            for start in range(0, len(wanted), 500):  # bounded IN lists
+                query = select(c.arn, c.kind, c.name).where(c.arn.in_(wanted[start : start + 500]))
+                found.update((arn, (kind, name)) for arn, kind, name in s.execute(query))
+        return found
+
     def actions_between(self, since: datetime, until: datetime) -> list[ActionRow]:
         """The audit rows (warnings and actions) in [since, until], oldest first."""
         with self.session() as s:
