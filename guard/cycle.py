@@ -41,7 +41,7 @@ from guard.notify import Notice, Notifier
 from guard.organizations import Members
 from guard.pricing import PriceBook, RefreshResult, cycle_prices, prices_report
 from guard.reports import money
-from guard.rules import ENDS_EPISODE, evaluate, retry_at
+from guard.rules import ENDS_EPISODE, LEARNED, evaluate, retry_at
 from guard.store import Store, instance_id
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _learned(guard: Guard, now: datetime) -> dict[str, UsagePattern] | None:
     """The weekly usage patterns `schedule: learned` rules read (None without such a rule),
     learned from the recorded evidence once a local day: a pattern is weeks of history, and
     reading them is the heaviest query a cycle would make."""
-    if not any(rule.schedule == "learned" for rule in guard.cfg.rules):
+    if not any(rule.schedule == LEARNED for rule in guard.cfg.rules):
         return None
     day = now.astimezone(guard.cfg.tz).date()
     if guard.learned is None or guard.learned[0] != day:
@@ -327,7 +327,7 @@ def _judge(guard: Guard, scanned: _Scanned, started: datetime) -> _Seen:
     snapshot = store.snapshot(started, cfg.accrual_policy)
     # `schedule: learned` patterns due to be relearned (a new local day) are learned from
     # the evidence including this snapshot's: then the rules run once it is all saved.
-    learning = any(rule.schedule == "learned" for rule in cfg.rules) and (
+    learning = any(rule.schedule == LEARNED for rule in cfg.rules) and (
         guard.learned is None or guard.learned[0] != now.astimezone(cfg.tz).date()
     )
     held: list[Resource] = []
