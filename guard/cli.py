@@ -67,8 +67,11 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
     name = "duration"
 
-    def __init__(self, minimum: timedelta = timedelta(seconds=1)) -> None:
+    def __init__(
+        self, minimum: timedelta = timedelta(seconds=1), longest: timedelta | None = None
+    ) -> None:
         self.minimum = minimum
+        self.longest = longest
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
@@ -78,7 +81,12 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
         if delta < self.minimum:
             least = format_duration(self.minimum)
             self.fail(f"{value!r} is too short: use at least {least}", param, ctx)
-        return delta
+        return delta if self.longest is None else min(delta, self.longest)
+
+
+# `--since` further back than this means "everything recorded" (and stays inside the
+# calendar when subtracted from now: `--since 1000000d` is not an error).
+EVERYTHING = timedelta(days=100 * 365)
 
 
 def _root_obj() -> dict[str, Any]:
@@ -586,7 +594,11 @@ def budget(cfg: Config, as_json: bool) -> None:
 
 @main.command()
 @click.option(
-    "--since", type=Duration(), default="7d", show_default=True, help="How far back, e.g. 24h, 7d."
+    "--since",
+    type=Duration(longest=EVERYTHING),
+    default="7d",
+    show_default=True,
+    help="How far back, e.g. 24h, 7d.",
 )
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--wide", is_flag=True, help="Every column and every name in full, however wide.")
@@ -610,7 +622,11 @@ def audit(cfg: Config, since: timedelta, as_json: bool, wide: bool) -> None:
     help="Candidate rules: a YAML list of rules, or a config file with `rules:`.",
 )  # fmt: skip
 @click.option(
-    "--since", type=Duration(), default="30d", show_default=True, help="How far back, e.g. 7d."
+    "--since",
+    type=Duration(longest=EVERYTHING),
+    default="30d",
+    show_default=True,
+    help="How far back, e.g. 7d.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object).")
 @with_config
@@ -636,7 +652,11 @@ def backtest_cmd(cfg: Config, rules_file: str, since: timedelta, as_json: bool) 
 
 @main.command("recommend")
 @click.option(
-    "--since", type=Duration(), default="30d", show_default=True, help="How far back, e.g. 14d."
+    "--since",
+    type=Duration(longest=EVERYTHING),
+    default="30d",
+    show_default=True,
+    help="How far back, e.g. 14d.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of proposals).")
 @with_config

@@ -194,6 +194,9 @@ def test_cli_backtest_prints_json_and_fails_in_one_line(
     assert json.loads(ok.output)["candidate"]["rules"]["idle"]["actions"] == 0
     text = runner.invoke(main, ["backtest", "--rules", "cand.yaml"])
     assert text.exit_code == 0 and "what the history cannot tell:" in text.output
+    for command in (["backtest", "--rules", "cand.yaml"], ["recommend"], ["audit"]):
+        everything = runner.invoke(main, [*command, "--since", "1000000d"])  # past year 1
+        assert everything.exit_code == 0, everything.output
     bad = runner.invoke(main, ["backtest", "--rules", "nope.yaml"])
     assert bad.exit_code == EXIT_USAGE
     assert "nope.yaml: file not found" in bad.output and "Traceback" not in bad.output
