@@ -238,6 +238,7 @@ _HISTORY: list[tuple[str, str, str, int, str, str, str | None, str]] = [
      "nights"),
 ]  # fmt: skip
 _PATHS = {"notebook": "notebook-instance", "endpoint": "endpoint"}
+_EXEMPT = {"carol-exempt"}  # tagged exempt all month, as in the evening (`_seed`)
 
 
 def _tags(owner: str) -> dict[str, str]:
@@ -278,6 +279,7 @@ def seed_history(guard: Guard, account: str, until: datetime, days: int = HISTOR
     started: dict[str, datetime] = {}
     stopped: dict[str, datetime] = {}
     scanned = {(acct, region, kind) for _, _, kind, *_, region, acct, _, _ in fleet}
+    exempt = {guard.cfg.tags.exempt: "true"}
     at = begin
     with store.batch():
         while at < until - STEP:
@@ -302,7 +304,7 @@ def seed_history(guard: Guard, account: str, until: datetime, days: int = HISTOR
                     last_activity=at - timedelta(minutes=20) if running else None,
                     activity_source=ActivitySource.JUPYTER_LOG if kind == "notebook"
                     else ActivitySource.INVOCATIONS,
-                    tags=_tags(owner),
+                    tags=_tags(owner) | exempt if name in _EXEMPT else _tags(owner),
                     stopped_since=stopped.get(arn),
                 ))  # fmt: skip
             store.save_snapshot(seen, scanned, at, policy)
