@@ -16,7 +16,6 @@ tags) and commits it *before* DeleteEndpoint: the config and the model are never
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,9 +23,9 @@ from botocore.exceptions import ClientError
 
 from guard import failpoints
 from guard.aws import not_found, pages
-from guard.inference_actions import ASYNC_CAPACITY, Rescaled, async_scale_to_zero, restore_capacity
+from guard.inference_actions import ASYNC_CAPACITY, async_scale_to_zero, restore_capacity
 from guard.model import Clock, Outcome, Resource
-from guard.restoring import Seen, wait_until_ready
+from guard.restoring import Restored, Seen, wait_until_ready
 from guard.scanners.endpoint import min_instances
 from guard.store import Store
 
@@ -149,26 +148,6 @@ class RestoreError(Exception):
     """Why an endpoint cannot be restored, for people."""
 
 
-@dataclass(frozen=True)
-class Restored:
-    name: str
-    config_name: str
-    account: str
-    region: str
-    created: bool  # False: it already existed, nothing was called
-    status: str
-    in_service_at: datetime | None
-    message: str
-
-    def recreated(self, where: str) -> str:
-        """What `cost-guard restore` did, for people and scripts."""
-        return f"recreated endpoint {self.name} in {where} from endpoint config {self.config_name}"
-
-    @property
-    def ready_hint(self) -> str:
-        return "`aws sagemaker describe-endpoint` shows when it is ready"
-
-
 def restore_endpoint(
     store: Store,
     sagemaker: Callable[[str, str], Any],
@@ -179,7 +158,7 @@ def restore_endpoint(
     wait: bool = True,
     timeout: timedelta = timedelta(minutes=30),
     poll_every: timedelta = timedelta(seconds=30),
-) -> Restored | Rescaled:
+) -> Restored:
     """Recreate a deleted endpoint from its stored record (same config name, same tags); for
     an asynchronous endpoint cost-guard scaled to zero, register its saved minimum again.
 
@@ -199,7 +178,9 @@ def restore_endpoint(
     config_name = str(record["endpoint_config_name"])
 
     def result(created: bool, status: str, at: datetime | None, message: str) -> Restored:
-        return Restored(name, config_name, row.account, row.region, created, status, at, message)
+        did = f"recreated endpoint {name} in {{where}} from endpoint config {config_name}"
+        hint = "`aws sagemaker describe-endpoint` shows when it is ready"
+        return Restored(name, row.account, row.region, created, status, at, message, did, hint)
 
     status = _status(client, name)
     if status is not None:

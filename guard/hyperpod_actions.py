@@ -18,7 +18,6 @@ to 0. The cluster, its other groups and every group's settings stay: nothing is 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +26,7 @@ from botocore.exceptions import ClientError
 from guard.aws import not_found
 from guard.kinds.hyperpod import HYPERPOD_CLUSTER
 from guard.model import Clock, Outcome, Resource
-from guard.restoring import Seen, wait_until_ready
+from guard.restoring import Restored, Seen, wait_until_ready
 from guard.store import Store
 
 
@@ -139,26 +138,6 @@ class RestoreError(Exception):
     """Why a cluster's instance counts cannot be restored, for people."""
 
 
-@dataclass(frozen=True)
-class Restored:
-    name: str
-    account: str
-    region: str
-    created: bool  # False: the counts were already there, nothing was called
-    status: str
-    in_service_at: datetime | None
-    message: str
-    groups: str  # "workers: 4 x ml.g5.xlarge"
-
-    def recreated(self, where: str) -> str:
-        """What `cost-guard restore` did, for people and scripts."""
-        return f"scaled cluster {self.name} in {where} back to {self.groups}"
-
-    @property
-    def ready_hint(self) -> str:
-        return "`aws sagemaker describe-cluster` shows when its nodes are up"
-
-
 def restore_cluster(
     store: Store,
     sagemaker: Callable[[str, str], Any],
@@ -202,7 +181,9 @@ def restore_cluster(
     status = str(described["ClusterStatus"])
 
     def result(created: bool, status: str, at: datetime | None, message: str) -> Restored:
-        return Restored(name, row.account, row.region, created, status, at, message, text)
+        did = f"scaled cluster {name} in {{where}} back to {text}"
+        hint = "`aws sagemaker describe-cluster` shows when its nodes are up"
+        return Restored(name, row.account, row.region, created, status, at, message, did, hint)
 
     if not todo:
         if len(gone) == len(saved):

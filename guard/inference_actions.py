@@ -26,7 +26,6 @@ Both save what a restore needs, committed, *before* the first mutating call:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +36,7 @@ from guard import failpoints
 from guard.aws import AWS_ERRORS, error_text, not_found, pages
 from guard.kinds.inference import INFERENCE_COMPONENT
 from guard.model import Clock, Outcome, Resource
-from guard.restoring import Seen, wait_until_ready
+from guard.restoring import Restored, Seen, wait_until_ready
 from guard.scanners.endpoint import min_instances
 from guard.store import RestoreRecordRow, Store
 
@@ -197,27 +196,6 @@ def _use_scaled_config(
     client.update_endpoint(EndpointName=endpoint, EndpointConfigName=scaled)
 
 
-@dataclass(frozen=True)
-class Restored:
-    """What a restore did (the interface `cost-guard restore` prints)."""
-
-    name: str
-    what: str  # "copies of component x" / "minimum capacity of endpoint y"
-    account: str
-    region: str
-    created: bool  # False: nothing needed changing
-    status: str
-    in_service_at: datetime | None
-    message: str
-
-    def recreated(self, where: str) -> str:
-        return f"restored the {self.what} in {where}"
-
-    @property
-    def ready_hint(self) -> str:
-        return "`aws sagemaker describe-inference-component` shows when its copies are up"
-
-
 def restore_component(
     store: Store,
     sagemaker: Callable[[str, str], Any],
@@ -241,7 +219,9 @@ def restore_component(
     what = f"{copies} copies of inference component {name}"
 
     def result(changed: bool, status: str, at: datetime | None, message: str) -> Restored:
-        return Restored(name, what, row.account, row.region, changed, status, at, message)
+        did = f"restored the {what} in {{where}}"
+        hint = "`aws sagemaker describe-inference-component` shows when its copies are up"
+        return Restored(name, row.account, row.region, changed, status, at, message, did, hint)
 
     try:
         described = client.describe_inference_component(InferenceComponentName=name)
@@ -377,27 +357,7 @@ def async_scale_to_zero(
     )
 
 
-@dataclass(frozen=True)
-class Rescaled:
-    """An asynchronous endpoint's minimum capacity restored (the `restore` interface)."""
-
-    name: str
-    account: str
-    region: str
-    created: bool
-    status: str
-    in_service_at: datetime | None
-    message: str
-
-    def recreated(self, where: str) -> str:
-        return f"restored the minimum capacity of endpoint {self.name} in {where}"
-
-    @property
-    def ready_hint(self) -> str:
-        return "Application Auto Scaling brings the instances up to the minimum"
-
-
-def restore_capacity(row: RestoreRecordRow, client: Any, store: Store, now: datetime) -> Rescaled:
+def restore_capacity(row: RestoreRecordRow, client: Any, store: Store, now: datetime) -> Restored:
     """Register each saved minimum again (deregister a target cost-guard added)."""
     scaling = client_like(client, "application-autoscaling")
     for target in row.record["targets"]:
@@ -424,7 +384,9 @@ def restore_capacity(row: RestoreRecordRow, client: Any, store: Store, now: date
         f"{t['variant']}: {t['min_capacity'] if t['min_capacity'] is not None else 'no target'}"
         for t in row.record["targets"]
     )
-    return Rescaled(
+    return Restored(
         row.name, row.account, row.region, True, "InService", now,
         f"endpoint {row.name}'s minimum capacity is back ({minimums})",
+        f"restored the minimum capacity of endpoint {row.name} in {{where}}",
+        "Application Auto Scaling brings the instances up to the minimum",
     )  # fmt: skip

@@ -5,9 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from guard.model import Clock
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore did, for every kind alike: what `cost-guard restore` prints."""
+
+    name: str
+    account: str
+    region: str
+    created: bool  # False: nothing needed changing, nothing was called
+    status: str
+    in_service_at: datetime | None
+    message: str
+    did: str  # what it did, "{where}" standing for the account and region
+    ready_hint: str  # how to see when it is ready, when it was not waited for
+
+    def recreated(self, where: str) -> str:
+        return self.did.replace("{where}", where)
 
 
 @dataclass(frozen=True)

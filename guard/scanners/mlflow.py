@@ -12,7 +12,6 @@ finding: nobody can open it from Studio any more.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,7 +21,7 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Clock, Finding, Outcome, Resource
-from guard.restoring import Seen, wait_until_ready
+from guard.restoring import Restored, Seen, wait_until_ready
 from guard.scanners.shared import kind_tags, studio_domains
 from guard.scanning import ScanContext, Target, concurrently, list_all, utc
 from guard.store import Store
@@ -246,24 +245,6 @@ class RestoreError(Exception):
     """Why a tracking server cannot be started again, for people."""
 
 
-@dataclass(frozen=True)
-class Restarted:
-    name: str
-    account: str
-    region: str
-    created: bool  # False: it was not stopped, nothing was called
-    status: str
-    in_service_at: datetime | None
-    message: str
-
-    def recreated(self, where: str) -> str:
-        return f"started MLflow tracking server {self.name} in {where}"
-
-    @property
-    def ready_hint(self) -> str:
-        return "`aws sagemaker describe-mlflow-tracking-server` shows when it is Started"
-
-
 STARTABLE = ("Stopped", "StartFailed")
 
 
@@ -277,7 +258,7 @@ def restore_server(
     wait: bool = True,
     timeout: timedelta = timedelta(minutes=30),
     poll_every: timedelta = timedelta(seconds=30),
-) -> Restarted:
+) -> Restored:
     """StartMlflowTrackingServer for a server cost-guard stopped, found from the record its
     stop saved; with `wait`, until it is Started (or `timeout`)."""
     row = store.restore_record(KIND, name)
@@ -288,8 +269,10 @@ def restore_server(
         )
     client = sagemaker(row.account, row.region)
 
-    def result(started: bool, status: str, at: datetime | None, message: str) -> Restarted:
-        return Restarted(name, row.account, row.region, started, status, at, message)
+    def result(started: bool, status: str, at: datetime | None, message: str) -> Restored:
+        did = f"started MLflow tracking server {name} in {{where}}"
+        hint = "`aws sagemaker describe-mlflow-tracking-server` shows when it is Started"
+        return Restored(name, row.account, row.region, started, status, at, message, did, hint)
 
     try:
         status = str(
