@@ -65,7 +65,7 @@ def list_all(
 ) -> list[dict[str, Any]]:
     """Every resource of a kind (100 per page, with the kind's list filters), and the listing
     recorded as complete: only a complete listing may mark resources gone."""
-    key = (spec.list_operation, tuple(sorted(spec.list_params.items())))
+    key = listing_key(spec)
     if key not in target.listings:
         try:
             target.listings[key] = list(
@@ -80,6 +80,12 @@ def list_all(
     listed = [item for item in found if keep(item)]
     target.scanned.add((target.account_id, target.region, spec.name))
     return listed
+
+
+def listing_key(spec: KindSpec) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """Where `list_all` keeps a kind's listing in `Target.listings` (a scanner that builds
+    the same listing another way, e.g. the jobs' changes since the last one, puts it there)."""
+    return (spec.list_operation, tuple(sorted(spec.list_params.items())))
 
 
 def tags_or_error(

@@ -525,11 +525,16 @@ def test_steady_cycle_lists_nodes_only_where_needed(
     assert sim.request_counts["sagemaker:DescribeCluster"] == 3
     sim.reset_counts()
     clock.advance(timedelta(minutes=10))
+    utilization(sim, "idle-eks", "eks-idle", clock.now(), gpu=1, cpu=3, hours=1)
+    utilization(sim, "busy-eks", "eks-busy", clock.now(), gpu=80, cpu=40, hours=1)
     run_cycle(guard)
-    # the Slurm cluster's nodes are known while its counts stay; the EKS ones' metrics are
-    # queried by node id, so those are listed every cycle
-    assert sim.request_counts["sagemaker:ListClusterNodes"] == 2
+    # Every cluster's nodes are known while its counts stay: the EKS ones' metrics are
+    # queried by the stored node ids. Only the idle EKS cluster's are listed, to check that
+    # no node was replaced at the same count before it is judged idle on them.
+    assert sim.request_counts["sagemaker:ListClusterNodes"] == 1
     assert sim.request_counts["sagemaker:DescribeCluster"] == 3
+    busy = guard.store.resource_by_name(KIND, "busy-eks")
+    assert busy is not None and not busy.unknown
     slurm = guard.store.resource_by_name(KIND, "old-slurm")
     assert slurm is not None and slurm.running_since == clock.now() - timedelta(days=2, minutes=10)
     assert slurm.last_activity == clock.now() - timedelta(days=2, minutes=10)
@@ -539,8 +544,10 @@ def test_steady_cycle_lists_nodes_only_where_needed(
     sim.client("sagemaker").update_cluster(ClusterName="old-slurm", InstanceGroups=[spec])
     sim.reset_counts()
     clock.advance(timedelta(minutes=10))  # the resize has finished by now
+    utilization(sim, "idle-eks", "eks-idle", clock.now(), gpu=1, cpu=3, hours=1)
+    utilization(sim, "busy-eks", "eks-busy", clock.now(), gpu=80, cpu=40, hours=1)
     run_cycle(guard)
-    assert sim.request_counts["sagemaker:ListClusterNodes"] == 3
+    assert sim.request_counts["sagemaker:ListClusterNodes"] == 2  # the resized one, idle-eks
     resized = guard.store.resource_by_name(KIND, "old-slurm")
     assert resized is not None and resized.instance_count == 3
     assert resized.last_activity == clock.now()

@@ -193,3 +193,40 @@ def test_an_app_created_after_the_shared_tag_read_is_judged_with_its_own_tags(
     assert app.tags == {EXEMPT: "true"}
     # its own by ARN, and the user profiles' owner tags (the app has no owner tag)
     assert sim.request_counts["tagging:GetResources"] == 1 + 1 + 1
+
+
+def test_job_kinds_and_tuning_read_one_listing_of_changes_between_full_listings(
+    sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
+) -> None:
+    """Between hourly full listings each job kind lists only what changed (one page), the
+    first job kind scanned settles the others' too (their ARNs are read for tags in the same
+    batch), and the tuning scanner counts running children from the same merged listing."""
+    sim.add_job_fleet(150, kind="training_job", prefix="fleet")  # 2 pages in full
+    sim.add_tuning_job("hpo", children=3, running=2, started_at=clock.now() - timedelta(hours=2))
+    sim.add_processing_job("prep")
+    clock.advance(timedelta(minutes=15))  # seeded before the first cycle, as a fleet is
+    kinds = ["training_job", "processing_job", "transform_job", "tuning_job"]
+    guard = guard_for(clock, fresh_sqlite_url, [], kinds=kinds)
+    first = run_cycle(guard)
+    assert calls(first, "sagemaker:ListTrainingJobs") == 2
+    hpo = guard.store.resource_by_name("tuning_job", "hpo")
+    assert hpo is not None and hpo.details["running_children"] == 2
+    child = sorted(
+        r.name for r in guard.store.resources() if r.details.get("parent_arn") and r.status
+        == "InProgress"
+    )[0]  # fmt: skip
+
+    clock.advance(timedelta(minutes=5))
+    sim.finish_job("training_job", child)
+    sim.finish_job("processing_job", "prep")
+    steady = run_cycle(guard)
+    assert steady["errors"] == []
+    for operation in ("ListTrainingJobs", "ListProcessingJobs", "ListTransformJobs"):
+        assert calls(steady, f"sagemaker:{operation}") == 1, operation
+    hpo = guard.store.resource_by_name("tuning_job", "hpo")
+    assert hpo is not None and hpo.details["running_children"] == 1
+    assert hpo.instance_count == 1
+    prep = guard.store.resource_by_name("processing_job", "prep")
+    assert prep is not None and (prep.status, prep.running) == ("Completed", False)
+    running = {r.name for r in guard.store.resources() if r.kind == "training_job" and r.running}
+    assert len(running) == 150

@@ -139,6 +139,39 @@ def test_dry_run_changes_nothing(sim: Simulator, clock: ManualClock, db_url: str
     assert "sagemaker:StopHyperParameterTuningJob" not in sim.request_counts
 
 
+def test_new_parents_are_read_by_the_page_and_described_only_when_search_cannot(
+    sim: Simulator, clock: ManualClock, fresh_sqlite_url: str
+) -> None:
+    # About call counts, not storage: SQLite only.
+    now = clock.now()
+    for i in range(3):
+        sim.add_tuning_job(f"hpo-{i}", "ml.g5.xlarge", children=2, running=1,
+                           started_at=now - timedelta(hours=1))  # fmt: skip
+    guard = make_guard(clock, fresh_sqlite_url)
+    report = run_cycle(guard)
+    assert report["errors"] == []
+    # one page for the three definitions, one for their three running training jobs
+    assert sim.request_counts["sagemaker:Search"] == 2
+    assert sim.request_counts.get("sagemaker:DescribeHyperParameterTuningJob", 0) == 0
+    priced = {
+        r.name: (r.instance_type, r.usd_per_hour) for r in by_kind(guard, "tuning_job").values()
+    }
+    assert priced == {f"hpo-{i}": ("ml.g5.xlarge", G5) for i in range(3)}
+
+    # Search denied: the new ones are described one by one, priced the same
+    for i in range(3, 5):
+        sim.add_tuning_job(f"hpo-{i}", "ml.g5.xlarge", children=2, running=1,
+                           started_at=now - timedelta(hours=1))  # fmt: skip
+    clock.advance(timedelta(minutes=5))
+    fault = sim.inject("denied", "sagemaker:Search")
+    try:
+        run_cycle(guard)
+    finally:
+        fault.off()
+    assert sim.request_counts["sagemaker:DescribeHyperParameterTuningJob"] == 2
+    assert by_kind(guard, "tuning_job")["hpo-4"].usd_per_hour == G5
+
+
 def test_failed_describe_makes_the_parent_unknown(
     sim: Simulator, clock: ManualClock, db_url: str
 ) -> None:

@@ -20,6 +20,7 @@ INFERENCE_COMPONENT = KindSpec(
         "sagemaker:DescribeInferenceComponent",
         "sagemaker:DescribeEndpoint",
         "sagemaker:DescribeEndpointConfig",
+        "sagemaker:Search",  # the hosting endpoints by the page (guard.scanners.search)
         "tag:GetResources",
         "cloudwatch:GetMetricData",
     ),

@@ -90,6 +90,8 @@ def job_kind(
                 keeps=f"The {title}'s output written so far and its logs are kept.",
             )
         },
+        # What runs. Listed so in full hourly; in between the scanner lists only the jobs
+        # changed since (LastModifiedTimeAfter) and merges them (guard.scanners.jobs).
         list_params={"StatusEquals": "InProgress"},
         utilization_namespace=utilization_namespace,
         idles=False,

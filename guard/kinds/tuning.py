@@ -24,6 +24,7 @@ TUNING_JOB = KindSpec(
     read_permissions=(
         "sagemaker:ListHyperParameterTuningJobs",
         "sagemaker:DescribeHyperParameterTuningJob",
+        "sagemaker:Search",  # new jobs' records by the page (guard.scanners.search)
         "tag:GetResources",
     ),
     arn_pattern="arn:aws:sagemaker:*:*:hyper-parameter-tuning-job/*",

@@ -1,9 +1,14 @@
 """HyperPod clusters: priced per instance group, idle from node utilization or last resize.
 
 Per cluster and cycle: DescribeCluster (the groups' current counts change without any
-timestamp on the listing, so there is no cache to trust); ListClusterNodes (100 per page: the
-node ids the metrics are published under, and their launch times) for a cluster publishing
-node metrics, and for any other only when it is new or a count changed. The price is
+timestamp on the listing, so there is no cache to trust). ListClusterNodes (100 per page: the
+node ids the metrics are published under, and their launch times) only when the stored
+details cannot stand in for it: a new cluster, a group whose count changed or that is
+resizing, an EKS cluster's nodes not all Running when last listed; and, in the same cycle
+after the metric queries, for an EKS cluster judged on stored node ids that could be judged
+idle (a node replaced since, same count, would be unseen: one whose id differs makes the
+cluster unknown this cycle) or whose stored node stopped publishing (a replaced node: unknown
+this cycle, as before, and listed now so the next cycle queries the new id). The price is
 Σ groups x CurrentCount x price(type, region, `Cluster`).
 
 Evidence, as the entry's `ClusterScan` declares it:
@@ -65,6 +70,8 @@ class Looked:
     details: dict[str, Any]
     nodes: list[Node]
     error: str | None = None
+    described: dict[str, Any] | None = None
+    stored_nodes: bool = False  # `nodes` are the stored ones, not listed this cycle
 
 
 def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
@@ -88,7 +95,9 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
                     f"{target.account_id} {target.region}: cluster {one.name} "
                     f"could not be described, it is unknown this cycle: {one.error}"
                 )
-        evidence = _evidence(ctx, target, spec, config.utilization, found)
+        suspect: set[str] = set()
+        evidence = _evidence(ctx, target, spec, config.utilization, found, suspect)
+        _relist(ctx, target, client, spec, config.utilization, found, evidence, suspect)
         for cluster in listed:
             arn = cluster[spec.arn_field]
             if arn in found:
@@ -109,20 +118,35 @@ def _look(
         described = client.describe_cluster(ClusterName=name)
         nodes = None
         if not _nodes_known(described, stored):
-            nodes = [
-                Node(n["InstanceId"], n["InstanceGroupName"],
-                     str((n.get("InstanceStatus") or {}).get("Status", "")),
-                     utc(n.get("LaunchTime")))
-                for n in pages(client, "list_cluster_nodes", "ClusterNodeSummaries",
-                               ClusterName=name, MaxResults=100)
-            ]  # fmt: skip
+            nodes = _list_nodes(client, name)
     except ClientError as exc:
         if not_found(exc):
             return None
         return _stale(name, stored, error_text(exc))
     except AWS_ERRORS as exc:
         return _stale(name, stored, error_text(exc))
-    return Looked(name, _details(ctx, spec, described, nodes, stored), nodes or [])
+    details = _details(ctx, spec, described, nodes, stored)
+    if nodes is not None:
+        return Looked(name, details, nodes, described=described)
+    return Looked(name, details, _stored_nodes(details), described=described, stored_nodes=True)
+
+
+def _list_nodes(client: Any, name: str) -> list[Node]:
+    return [
+        Node(n["InstanceId"], n["InstanceGroupName"],
+             str((n.get("InstanceStatus") or {}).get("Status", "")),
+             utc(n.get("LaunchTime")))
+        for n in pages(client, "list_cluster_nodes", "ClusterNodeSummaries",
+                       ClusterName=name, MaxResults=100)
+    ]  # fmt: skip
+
+
+def _stored_nodes(details: dict[str, Any]) -> list[Node]:
+    """The running nodes kept in an EKS cluster's details ([id, group, launch time])."""
+    return [
+        Node(str(node_id), str(group), "Running", parse_time(launched))
+        for node_id, group, launched in details.get("nodes") or []
+    ]
 
 
 def _counts(described: dict[str, Any]) -> dict[str, int]:
@@ -131,19 +155,21 @@ def _counts(described: dict[str, Any]) -> dict[str, int]:
 
 
 def _nodes_known(described: dict[str, Any], stored: dict[str, Any]) -> bool:
-    """Whether ListClusterNodes can be spared: the cluster publishes no node metrics (whose
-    node ids the queries need), and no group changed size since the stored snapshot, which
-    keeps its nodes' launch times."""
+    """Whether ListClusterNodes can be spared: no group changed size since the stored
+    snapshot (which keeps its nodes' launch times) nor is resizing, and, for an EKS cluster
+    (whose metric queries need the node ids), the stored snapshot keeps its node ids. What
+    the stored ids could miss (a node replaced at the same count) is checked after the metric
+    queries (`_relist`)."""
     eks = (described.get("Orchestrator") or {}).get("Eks")
     resizing = any(
         int(g.get("CurrentCount", 0)) != int(g.get("TargetCount", g.get("CurrentCount", 0)))
         for g in described.get("InstanceGroups", [])
     )
     return (
-        not eks
-        and not resizing
+        not resizing
         and "launched" in stored
         and stored.get("counts") == _counts(described)
+        and (not eks or isinstance(stored.get("nodes"), list))
     )
 
 
@@ -173,14 +199,23 @@ def _details(
         for g in described.get("InstanceGroups", [])
     ]
     counts = _counts(described)
+    eks = ((described.get("Orchestrator") or {}).get("Eks") or {}).get("ClusterArn", "")
+    kept_nodes: list[list[Any]] | None = None
     if nodes is None:
         launched = dict(stored["launched"])
+        kept_nodes = stored.get("nodes") if eks else None
     else:  # the oldest and newest launch of the running nodes, for running_since and resizes
         times = sorted(n.launched for n in _running(nodes) if n.launched is not None)
         launched = (
             {"oldest": times[0].isoformat(), "newest": times[-1].isoformat()} if times else {}
         )
-    eks = ((described.get("Orchestrator") or {}).get("Eks") or {}).get("ClusterArn", "")
+        # An EKS cluster's node ids (what its metric queries need), kept only when every node
+        # of every group is listed Running: a node still coming up would be missing from them.
+        if eks and len(_running(nodes)) == len(nodes) == sum(counts.values()):
+            kept_nodes = [
+                [n.instance_id, n.group, n.launched.isoformat() if n.launched else None]
+                for n in sorted(nodes, key=lambda n: n.instance_id)
+            ]
     # When an instance group last changed size: a count unlike the stored snapshot's (or a
     # resize under way) is now; else the newest node's launch, the cluster's creation, or
     # what was stored, whichever is latest.
@@ -202,7 +237,7 @@ def _details(
         for rule in ctx.cfg.rules
         if rule.kind == spec.name and rule.instance_groups
     }
-    return {
+    details = {
         "groups": groups,
         "counts": counts,
         "orchestrator": "eks" if eks else "slurm",
@@ -213,6 +248,9 @@ def _details(
         # once seen publishing node utilization, silence is unknown, not "never published"
         "publishes_utilization": bool(stored.get("publishes_utilization")),
     }
+    if kept_nodes is not None:
+        details["nodes"] = kept_nodes
+    return details
 
 
 @dataclass(frozen=True)
@@ -234,9 +272,13 @@ def _evidence(
     spec: KindSpec,
     utilization: NodeUtilization,
     found: dict[str, Looked],
+    suspect: set[str] | None = None,
 ) -> dict[str, Evidence]:
-    """Per ARN: node utilization where published, else the last resize."""
+    """Per ARN: node utilization where published, else the last resize. `suspect` gets the
+    ARNs of clusters whose stored node ids may be out of date: one of them publishes nothing
+    (replaced?) or none does though the cluster published before."""
     now = ctx.now
+    suspect = set() if suspect is None else suspect
     scaled = {arn: parse_time(one.details.get("last_scaled")) for arn, one in found.items()}
     evidence = {
         arn: Evidence(scaled[arn], ActivitySource.LAST_SCALED)
@@ -309,6 +351,7 @@ def _evidence(
             if one.details["publishes_utilization"]:
                 why = f"no node utilization published in the last {human(window)}"
                 evidence[arn] = Evidence(None, ActivitySource.UNKNOWN, why)
+                suspect.add(arn)
             continue
         one.details["publishes_utilization"] = True
         silent = [
@@ -317,6 +360,8 @@ def _evidence(
             if (n.launched is None or n.launched < now - stale_after)
             and newest.get((arn, n.instance_id), start) < now - stale_after
         ]
+        if silent:
+            suspect.add(arn)
         if silent and arn not in busy:
             why = (
                 f"node(s) {', '.join(sorted(silent)[:3])} publish no utilization since "
@@ -328,6 +373,74 @@ def _evidence(
         since = max(t for t in (last_busy or start, scaled[arn]) if t is not None)
         evidence[arn] = Evidence(since, ActivitySource.NODE_UTILIZATION, last_busy=last_busy)
     return evidence
+
+
+def _relist(
+    ctx: ScanContext,
+    target: Target,
+    client: Any,
+    spec: KindSpec,
+    utilization: NodeUtilization,
+    found: dict[str, Looked],
+    evidence: dict[str, Evidence],
+    suspect: set[str],
+) -> None:
+    """List the nodes of the EKS clusters judged on stored node ids that need them now:
+
+    - `suspect` ones (a stored node stopped publishing, or all did): unknown this cycle
+      unless another node is busy; listed so the next cycle queries the ids they have now;
+    - ones whose node utilization could make them idle by a rule of the kind (no busy node
+      within its shortest `idle_for`): a node replaced at the same count would be neither
+      queried nor seen launching, so a busy replacement could pass for an idle cluster.
+      The same node ids: the judgement stands. Others: unknown this cycle, never idle.
+
+    A listing that fails makes the cluster unknown and drops its stored ids (the next cycle
+    lists again)."""
+    windows = rule_windows(ctx.cfg, spec.name, "idle_for")
+    shortest = windows[0] if windows else utilization_window(ctx, spec, utilization)
+    todo = [
+        arn
+        for arn, one in found.items()
+        if one.stored_nodes
+        and one.described is not None
+        and not one.error
+        and (
+            arn in suspect
+            or (
+                (seen := evidence.get(arn)) is not None
+                and seen.source is ActivitySource.NODE_UTILIZATION
+                and (seen.last_activity is None or seen.last_activity <= ctx.now - shortest)
+            )
+        )
+    ]
+    answers = concurrently(lambda arn: _nodes_or_error(client, found[arn].name), todo)
+    for arn, answer in zip(todo, answers, strict=True):
+        one = found[arn]
+        before = {n.instance_id for n in _running(one.nodes)}
+        if isinstance(answer, Exception):
+            one.details.pop("nodes", None)
+            why = f"its nodes could not be listed: {error_text(answer)}"
+            evidence[arn] = Evidence(None, ActivitySource.UNKNOWN, why)
+            target.errors.append(
+                f"{target.account_id} {target.region}: cluster {one.name} is unknown this "
+                f"cycle, {why}"
+            )
+            continue
+        assert one.described is not None
+        one.details = _details(ctx, spec, one.described, answer, one.details)
+        one.nodes, one.stored_nodes = answer, False
+        now_running = {n.instance_id for n in _running(answer)}
+        if now_running != before and arn not in suspect:
+            why = "its nodes changed since last listed: their utilization is read next cycle"
+            evidence[arn] = Evidence(None, ActivitySource.UNKNOWN, why)
+
+
+def _nodes_or_error(client: Any, name: str) -> list[Node] | Exception:
+    try:
+        return _list_nodes(client, name)
+    except AWS_ERRORS as exc:
+        failure: Exception = exc
+        return failure
 
 
 def _running(nodes: list[Node]) -> list[Node]:

@@ -3,8 +3,10 @@
 A component is described when it is new, and again whenever its listing's LastModifiedTime or
 status moved since the describe stored with it, or it is not InService (its copy count moves
 with its own auto scaling, through UpdateInferenceComponentRuntimeConfig: Updating, and a new
-LastModifiedTime); each endpoint hosting them is described every cycle (its instance count
-moves with managed instance scaling, which no listing shows); an endpoint config never changes,
+LastModifiedTime); each endpoint hosting them is read every cycle (its instance count moves
+with managed instance scaling, which no listing shows), by the page with `Search` (up to 100
+named endpoints a call; its index trails by seconds, so a count may be that old), and with
+DescribeEndpoint for any Search does not return; an endpoint config never changes,
 so it is described once per name, ever (`_Configs`, shared with the endpoint scanner).
 
 **$/h.** The instances of an endpoint variant are billed once (Hosting x current instances) and
@@ -34,6 +36,7 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
+from guard.scanners import search
 from guard.scanners.endpoint import BILLING_STATES, Evidence, _Configs, describe
 from guard.scanners.shared import kind_tags
 from guard.scanning import (
@@ -73,10 +76,19 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
         listed,
     )
     endpoint_names = sorted({item["EndpointName"] for item in listed})
+    # Their instance counts move under managed instance scaling without a new LastModifiedTime,
+    # so they are read every scan: by the page (Search), then one by one what it left out.
+    try:
+        records = search.endpoints_named(client, target, spec, endpoint_names)
+    except AWS_ERRORS:
+        records = {}  # DescribeEndpoint answers for each, as before Search; it decides errors
     endpoints = dict(
         zip(
             endpoint_names,
-            concurrently(lambda name: _describe_endpoint(client, name, configs), endpoint_names),
+            concurrently(
+                lambda name: _describe_endpoint(client, name, configs, records.get(name)),
+                endpoint_names,
+            ),
             strict=True,
         )
     )
@@ -162,11 +174,12 @@ def _describe_component(
 
 
 def _describe_endpoint(
-    client: Any, name: str, configs: _Configs
+    client: Any, name: str, configs: _Configs, record: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """(the endpoint's details as the endpoint scanner stores them, error)."""
+    """(the endpoint's details as the endpoint scanner stores them, error), from its Search
+    `record` when there is one, else from DescribeEndpoint."""
     try:
-        found = describe(client, name, "", configs)
+        found = describe(client, name, "", configs, record)
     except AWS_ERRORS as exc:
         return None, f"DescribeEndpoint {name} failed: {error_text(exc)}"
     if found is None:

@@ -1,6 +1,10 @@
 """Training, processing and transform jobs: one scanner driven by each entry's `JobShape`.
 
-Jobs are listed with `StatusEquals=InProgress` (100 per page) and described once: a job's
+What runs is the `StatusEquals=InProgress` listing (100 per page), made in full at most an
+hour apart (`FULL_LISTING`); in between, only what changed is listed (`LastModifiedTimeAfter`
+the previous listing, no status filter: a job is never deleted and every status change moves
+its LastModifiedTime) and merged into the running set that listing left (kept in process
+memory, per store: see `running_listing`). Jobs are described once: a job's
 instance type and count, start time and runtime limit never change, so they are kept in the
 resource's stored `details` and every later cycle rebuilds the job from there, by ARN,
 without a Describe. Evidence is the runtime, the share of `MaxRuntimeInSeconds` used and,
@@ -10,32 +14,36 @@ GetMetricData (500 queries per call). Missing metrics never make a job look stal
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guard.aws import AWS_ERRORS, error_text, not_found
+from guard.aws import AWS_ERRORS, error_text, not_found, pages
 from guard.config import UTILIZATION_METRICS, Config
-from guard.kinds import KindSpec
+from guard.kinds import KINDS, KindSpec
 from guard.kinds.jobs import JobShape
 from guard.model import ActivitySource, Resource, parse_time, utilization_key
 from guard.pricing import combined_source
 from guard.scanners.search import job_records
-from guard.scanners.shared import kind_tags
+from guard.scanners.shared import PAGE, SLOW, kind_tags
 from guard.scanning import (
     ScanContext,
     Target,
     concurrently,
     list_all,
+    listing_key,
     metric_data,
     metric_period,
     utc,
 )
+from guard.store import Store
 
 # SageMaker publishes job utilization once a minute and CloudWatch serves it within minutes;
 # a datapoint this close to either end of a window (or two periods, if longer) counts as
@@ -94,7 +102,8 @@ def _cached(details: Mapping[str, Any]) -> bool:
 
 def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     client = ctx.aws.client(target.account, target.region, "sagemaker")
-    listed = list_all(client, target, spec)
+    running_listing(ctx, client, target, spec)
+    listed = list_all(client, target, spec)  # as `running_listing` left it
     was_running = ctx.store.running_names(spec.name, target.account_id, target.region)
     listed_arns = {job[spec.arn_field] for job in listed}
     ended = {arn: name for arn, name in was_running.items() if arn not in listed_arns}
@@ -128,6 +137,154 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
                 evidence_error=evidence_error or failed.get(arn),
             )
         )  # fmt: skip
+
+
+# --- what runs: a full listing hourly, the changes in between -------------------------------
+
+# The full InProgress listing is made again at least this often, whatever the changes said: a
+# bound on how long anything a listing of changes could miss (AWS not moving a job's
+# LastModifiedTime) would go unseen.
+FULL_LISTING = SLOW
+# Changes are listed from this long before the previous listing's cycle began: LastModifiedTime
+# is stamped by AWS's clock and `ctx.now` is ours, so a few minutes of skew between the two must
+# not hide a change. Changes listed twice are merged twice, to the same result.
+OVERLAP = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class _Running:
+    """A kind's running jobs in one (account, region) as of the listing of the cycle that
+    began at `listed_at`: ARN -> (name, CreationTime), all that the summaries rebuilt from it
+    are read for (by this scanner, the tag reads, Search and the tuning scanner)."""
+
+    listed_at: datetime
+    full_at: datetime  # the cycle of the last full InProgress listing
+    jobs: dict[str, tuple[str, datetime | None]]
+
+
+_kept: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, str], _Running]] = (
+    weakref.WeakKeyDictionary()
+)
+_kept_lock = threading.Lock()
+
+
+def _merged_marker(spec: KindSpec) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """`Target.listings` key saying `running_listing` has settled this kind's listing."""
+    return (f"{spec.list_operation}:running", ())
+
+
+def running_listing(ctx: ScanContext, client: Any, target: Target, spec: KindSpec) -> None:
+    """Put the running jobs of every enabled job kind in `target.listings`, where `list_all`
+    finds them (the job kinds read each other's listed ARNs for their tags, in one batch: the
+    first job kind scanned settles all of them, so none is listed in full for another).
+
+    Per kind: the full `StatusEquals=InProgress` listing when nothing trustworthy is kept (a
+    new process, a failed listing), when the kept one is an hour old (`FULL_LISTING`) or when
+    the clock went back; else the jobs changed since the kept listing (`OVERLAP` earlier),
+    merged into it: a job changed to InProgress joins, one changed to anything else leaves.
+    Either way it is kept for the next cycle. A failed listing forgets what was kept and is
+    raised to the kind's scan like a failed `list_all` (nothing of it judged or marked gone)."""
+    for kind in _job_kinds(ctx, spec):
+        marker = _merged_marker(kind)
+        if marker in target.listings:
+            continue
+        target.listings[marker] = []
+        key = listing_key(kind)
+        if key in target.listings:  # already listed in full this scan, by another kind
+            found = target.listings[key]
+            _keep(ctx, target, kind, found if isinstance(found, list) else None, full=True)
+            continue
+        place = (target.account_id, target.region, kind.name)
+        with _kept_lock:
+            kept = _kept.get(ctx.store, {}).get(place)
+        full = (
+            kept is None
+            or not timedelta(0) <= ctx.now - kept.full_at < FULL_LISTING
+            or ctx.now < kept.listed_at
+        )
+        try:
+            if full or kept is None:
+                listed: list[dict[str, Any]] = list(
+                    pages(client, kind.list_operation, kind.list_key, MaxResults=PAGE,
+                          **kind.list_params)
+                )  # fmt: skip
+            else:
+                changed = pages(
+                    client, kind.list_operation, kind.list_key, MaxResults=PAGE,
+                    LastModifiedTimeAfter=kept.listed_at - OVERLAP,
+                )  # fmt: skip
+                listed = _merge(kind, kept, changed)
+        except AWS_ERRORS as exc:
+            target.listings[key] = exc  # the kind's scan fails on it, uncalled again
+            _keep(ctx, target, kind, None, full=False)
+            continue
+        target.listings[key] = listed
+        _keep(ctx, target, kind, listed, full=full)
+
+
+def _job_kinds(ctx: ScanContext, spec: KindSpec) -> list[KindSpec]:
+    """The job kinds this scan covers (the asking one first: a scanner run on its own)."""
+    others = [
+        KINDS[k]
+        for k in ctx.cfg.kinds
+        if k in KINDS and k != spec.name and isinstance(KINDS[k].scanner_config, JobShape)
+    ]
+    return [spec, *others]
+
+
+def _running_status(spec: KindSpec) -> str:
+    return str(spec.list_params.get("StatusEquals", spec.running_states[0]))
+
+
+def _merge(
+    spec: KindSpec, kept: _Running, changed: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The kept running set with the changes applied, as summaries of the full listing."""
+    jobs = dict(kept.jobs)
+    running = _running_status(spec)
+    for job in changed:
+        arn = job[spec.arn_field]
+        if job.get(spec.status_field) == running:
+            jobs[arn] = (job[spec.name_field], utc(job.get("CreationTime")))
+        else:  # ended (or stopping): out of the InProgress listing
+            jobs.pop(arn, None)
+    return [_summary(spec, arn, name, created) for arn, (name, created) in jobs.items()]
+
+
+def _summary(spec: KindSpec, arn: str, name: str, created: datetime | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        spec.arn_field: arn,
+        spec.name_field: name,
+        spec.status_field: _running_status(spec),
+    }
+    if created is not None:
+        summary["CreationTime"] = created
+    return summary
+
+
+def _keep(
+    ctx: ScanContext,
+    target: Target,
+    spec: KindSpec,
+    listed: Sequence[Mapping[str, Any]] | None,
+    *,
+    full: bool,
+) -> None:
+    """Keep `listed` as the kind's running set of this cycle (None: forget it)."""
+    place = (target.account_id, target.region, spec.name)
+    with _kept_lock:
+        kept = _kept.setdefault(ctx.store, {})
+        before = kept.pop(place, None)
+        if listed is None or (not full and before is None):
+            return
+        kept[place] = _Running(
+            listed_at=ctx.now,
+            full_at=ctx.now if full or before is None else before.full_at,
+            jobs={
+                job[spec.arn_field]: (job[spec.name_field], utc(job.get("CreationTime")))
+                for job in listed
+            },
+        )
 
 
 def _ended_jobs(

@@ -8,6 +8,8 @@ per new resource comes from here instead:
 - processing and transform jobs: `Resource=ExperimentTrialComponent`, the trial component
   SageMaker tracks each job as, whose `SourceDetail.ProcessingJob` / `.TransformJob` is the
   full job record;
+- hyperparameter tuning jobs: `Resource=HyperParameterTuningJob`, the full job record
+  (its training job definitions, which price it);
 - endpoints: `Resource=Endpoint`, the record DescribeEndpoint would give (variants and
   their current instance counts). Endpoint configs are not searchable: the endpoint scanner
   still describes each distinct one once, and keeps it with the endpoint's stored details.
@@ -37,6 +39,7 @@ from guard.scanning import Target, utc
 log = logging.getLogger(__name__)
 
 PAGE = 100  # Search's MaxResults limit
+VALUE_LIMIT = 1024  # a Filter's Value: FilterValue is at most 1,024 characters
 DENIED = ("AccessDenied", "AccessDeniedException")
 
 
@@ -65,6 +68,34 @@ def job_records(
         arn = str(job.get(spec.arn_field, "")).lower()
         if arn in wanted and _complete(job, shape):
             found[wanted[arn][spec.arn_field]] = job
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def tuning_records(
+    client: Any, target: Target, spec: KindSpec, jobs: Sequence[Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """DescribeHyperParameterTuningJob-equivalent records of the listed tuning `jobs`
+    (summaries) by ARN (`Resource=HyperParameterTuningJob`); those Search did not return, or
+    returned without a training job definition (the price), are left out for a Describe."""
+    if len(jobs) < 2:
+        return {}
+    wanted = {str(job[spec.arn_field]).lower(): job for job in jobs}
+    filters = [
+        _since("CreationTime", [utc(job.get("CreationTime")) for job in jobs]),
+        {"Name": spec.status_field, "Operator": "In", "Value": ",".join(spec.running_states)},
+    ]
+    found: dict[str, dict[str, Any]] = {}
+    for record in _search(client, target, spec, "HyperParameterTuningJob", filters, len(wanted)):
+        job = record.get("HyperParameterTuningJob")
+        if not isinstance(job, dict):
+            continue
+        listed = wanted.get(str(job.get(spec.arn_field, "")).lower())
+        if listed is not None and (
+            job.get("TrainingJobDefinition") or job.get("TrainingJobDefinitions")
+        ):
+            found[listed[spec.arn_field]] = job
             if len(found) == len(wanted):
                 break
     return found
@@ -103,6 +134,39 @@ def endpoint_records(
             if len(found) == len(stale):
                 break
     return found
+
+
+def endpoints_named(
+    client: Any, target: Target, spec: KindSpec, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """DescribeEndpoint-equivalent records of the endpoints `names`, by name, whatever their
+    LastModifiedTime: for endpoints whose instance count moves without it (managed instance
+    scaling under inference components). `EndpointName` `In` a comma-separated list, in
+    chunks that fit a filter value (1,024 characters), each one page of up to 100 records;
+    a name Search does not return (not indexed yet) is left out for a DescribeEndpoint."""
+    if len(names) < 2:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(names), VALUE_LIMIT, PAGE):
+        wanted = set(chunk)
+        filters = [{"Name": "EndpointName", "Operator": "In", "Value": ",".join(chunk)}]
+        for record in _search(client, target, spec, "Endpoint", filters, 1):
+            endpoint = record.get("Endpoint")
+            if isinstance(endpoint, dict) and endpoint.get("EndpointName") in wanted:
+                found[str(endpoint["EndpointName"])] = endpoint
+    return found
+
+
+def _chunks(values: Sequence[str], limit: int, most: int) -> Iterator[list[str]]:
+    """`values` in runs whose comma-joined length stays within `limit`, `most` at a time."""
+    chunk: list[str] = []
+    for value in values:
+        if chunk and (len(",".join([*chunk, value])) > limit or len(chunk) >= most):
+            yield chunk
+            chunk = []
+        chunk.append(value)
+    if chunk:
+        yield chunk
 
 
 def _search(

@@ -7,7 +7,8 @@ tags from the Resource Groups Tagging API, space owners from ListSpaces and user
 owner tags from the tagging API, all paged by 100 (ListApps and ListSpaces are shared with the
 storage kind's scan). What decides no action is read hourly (`guard.scanners.shared.every`):
 ListDomains, ListUserProfiles and the profiles' owner tags; the idle-shutdown check describes
-each domain and user profile once and again only when its LastModifiedTime changes. An app's
+each domain and user profile once and again only when its LastModifiedTime changes (user
+profiles from the second scan of an account and region on, 100 a scan). An app's
 own listing and tags (status, exemption, snooze, heartbeat) are read every scan.
 
 An app's activity is the heartbeat tag written by the shipped Studio lifecycle scripts
@@ -46,8 +47,10 @@ SYSTEM_INSTANCE = "system"
 # it is unknown (never $0) unless the Price List API has it.
 SESSION_BILLED = {"Canvas": ("canvas-session", "Canvas")}
 # First-time describes of user profiles per scan: a domain with thousands of profiles is
-# checked over a few cycles instead of one burst (what was checked is cached).
+# checked over a few cycles instead of one burst (what was checked is cached), from the second
+# scan of the account and region on (PROFILE_CHECK: the scan cursor saying there was a first).
 MAX_PROFILE_DESCRIBES = 100
+PROFILE_CHECK = "studio-user-profile-check"
 
 # What each domain / profile check found, by (key) -> (LastModifiedTime, result). Kept per
 # store, i.e. per deployment and database, for as long as the process runs (the daemon); a
@@ -314,13 +317,19 @@ def _idle_shutdown_findings(
             names[domain["DomainId"]] = domain.get("DomainName", "")
             _check_domain(_cache(ctx), target, client, domain, domain["DomainId"] in shared)
         if domains:
+            # The first scan of a target spends its calls on what prices and judges (every
+            # resource and endpoint config is new); this check, one call per user profile
+            # and deciding nothing, starts at the next scan (the cursor says there was one).
+            started = ctx.store.scan_cursor(target.account_id, target.region, PROFILE_CHECK)
+            target.cursors.append((target.account_id, target.region, PROFILE_CHECK, ctx.now))
             profiles = every(
                 ctx,
                 ("list_user_profiles", target.account_id, target.region),
                 lambda: list(pages(client, "list_user_profiles", "UserProfiles",
                                    MaxResults=PAGE)),
             )  # fmt: skip
-            _check_profiles(_cache(ctx), target, client, names, profiles)
+            budget = MAX_PROFILE_DESCRIBES if started else 0
+            _check_profiles(_cache(ctx), target, client, names, profiles, budget)
     except AWS_ERRORS as exc:
         target.errors.append(
             f"{target.account_id} {target.region}: Studio idle-shutdown check incomplete: "
@@ -418,11 +427,12 @@ def _check_profiles(
     client: Any,
     domains: dict[str, str],
     profiles: list[dict[str, Any]],
+    budget: int,
 ) -> None:
     """User profiles that set idle shutdown to DISABLED (a profile that does not set it
     inherits the domain's, which `_check_domain` covers). `profiles`: ListUserProfiles, read
-    hourly; those not described yet are described from it over the next cycles."""
-    budget = MAX_PROFILE_DESCRIBES
+    hourly; those not described yet are described from it over the next cycles, at most
+    `budget` in this one."""
     for profile in profiles:
         domain_id, name = profile["DomainId"], profile["UserProfileName"]
         key = ("user-profile", target.account_id, target.region, domain_id, name)

@@ -2,9 +2,11 @@
 person launched and priced as their running children.
 
 Tuning jobs: ListHyperParameterTuningJobs(StatusEquals=InProgress) carries each job's
-`TrainingJobStatusCounters` (how many children run now, every cycle, at no extra call); one
-DescribeHyperParameterTuningJob per job, ever, gives its training job definition (instance
-type and count per child, managed spot). $/h = price(type, Training) x count x running children.
+`TrainingJobStatusCounters` (how many children run now, every cycle, at no extra call); its
+record, once per job, ever, gives its training job definition (instance type and count per
+child, managed spot): SageMaker `Search` for the new ones by the page (`guard.scanners.search`),
+DescribeHyperParameterTuningJob for any Search leaves out.
+$/h = price(type, Training) x count x running children.
 
 AutoML jobs choose their candidates' instances themselves, so their running children are found
 as the running training jobs naming them (`AutoMLJobArn` in DescribeTrainingJob): one
@@ -34,6 +36,7 @@ from guard.aws import AWS_ERRORS, error_text, not_found, pages
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
 from guard.pricing import combined_source
+from guard.scanners import search
 from guard.scanners.shared import kind_tags
 from guard.scanning import ScanContext, Target, concurrently, list_all, utc
 from guard.store import Store
@@ -172,9 +175,16 @@ def _tuning_jobs(
         if (arn := job[spec.arn_field]) in known and "instance_count_per_child" in known[arn]
     }
     new = [job for job in listed if job[spec.arn_field] not in facts]
+    try:  # by the page; what Search leaves out is described one by one
+        records = search.tuning_records(client, target, spec, new)
+    except AWS_ERRORS:
+        records = {}  # the Describes below answer for each, and decide what is unknown
     answers = concurrently(
-        lambda job: _describe(
-            getattr(client, spec.describe_operation), **{spec.name_param: job[spec.name_field]}
+        lambda job: (
+            records.get(job[spec.arn_field])
+            or _describe(
+                getattr(client, spec.describe_operation), **{spec.name_param: job[spec.name_field]}
+            )
         ),
         new,
     )

@@ -463,6 +463,17 @@ class HyperPodSeeding(SimBase):
         cluster = clusters(self._sagemaker(region or self.regions[0], account))[name]
         return list(cluster.nodes.values())
 
+    def replace_cluster_node(
+        self, name: str, instance_id: str, *, region: str | None = None,
+        account: str | None = None,
+    ) -> str:  # fmt: skip
+        """HyperPod replacing a faulty node (auto-recovery): the instance is gone and a new
+        one of its group, with a new id, launched now, runs in its place; the counts stay."""
+        cluster = clusters(self._sagemaker(region or self.regions[0], account))[name]
+        old = cluster.nodes.pop(instance_id)
+        group = {"InstanceGroupName": old.group, "InstanceType": old.instance_type}
+        return cluster.new_node(group, moto_ext.now(), "Running").instance_id
+
     def cluster_status(
         self, name: str, *, region: str | None = None, account: str | None = None
     ) -> str | None:

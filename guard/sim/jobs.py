@@ -6,7 +6,13 @@ What stock moto 5.2 lacks here, and this module adds (applied once by `install()
   `Completed` at once, with an end time), as SageMaker does until the job finishes;
 - ListTrainingJobs/ListProcessingJobs/ListTransformJobs filter by `StatusEquals` *before*
   paging (moto cuts a page of `MaxResults` first, then filters, so pages come out short or
-  empty while jobs remain);
+  empty while jobs remain), and by `CreationTimeAfter`/`Before` and
+  `LastModifiedTimeAfter`/`Before` (moto ignores them): strictly after / before the time
+  given, as botocore's service model documents them ("modified after the specified time");
+- every change of a job's status moves its `LastModifiedTime` to the simulated clock's now,
+  as SageMaker does (whatever makes the change: the API, seeding, a test, the tuning
+  simulator), so a listing of what changed since a time sees every job that started or
+  ended since;
 - DescribeProcessingJob returns `ProcessingResources` and `ProcessingStartTime` (moto drops
   the first and never sets the second); a training job without a `StoppingCondition` gets
   SageMaker's default of one day;
@@ -41,7 +47,7 @@ from moto.sagemaker.utils import arn_formatter
 from guard.config import UTILIZATION_METRICS
 from guard.kinds import KINDS
 from guard.sim.base import FAKE_ROLE, SimBase
-from guard.sim.moto_ext import naive_utc, now
+from guard.sim.moto_ext import as_naive, naive_utc, now
 
 DEFAULT_MAX_RUNTIME = 86_400  # SageMaker's MaxRuntimeInSeconds when a training job names none
 TERMINAL_STATES = ("Completed", "Failed", "Stopped")
@@ -92,7 +98,23 @@ def install() -> None:
         setattr(backend, f"list_{op}s", _lister(sim_kind))
         setattr(backend, f"stop_{op}", _stopper(sim_kind))
         setattr(SageMakerResponse, f"stop_{op}", _stop_response(sim_kind))
+    _bump_on_status_change(sm_models.FakeTrainingJob, SIM_KINDS["training_job"])
+    _bump_on_status_change(sm_models.FakeProcessingJob, SIM_KINDS["processing_job"])
+    _bump_on_status_change(sm_models.FakeTransformJob, SIM_KINDS["transform_job"])
     _keep_processing_resources()
+
+
+def _bump_on_status_change(job_class: type, sim_kind: _SimKind) -> None:
+    """Setting a job's status to a different one also sets its LastModifiedTime to now."""
+    status_attr = f"{sim_kind.prefix}_job_status"
+    original: Callable[[Any, str, Any], None] = job_class.__setattr__  # type: ignore[assignment]
+
+    def set_attribute(self: Any, name: str, value: Any) -> None:
+        if name == status_attr and name in self.__dict__ and self.__dict__[name] != value:
+            original(self, "last_modified_time", now())
+        original(self, name, value)
+
+    job_class.__setattr__ = set_attribute  # type: ignore[method-assign,assignment]
 
 
 # --- moto patches: jobs --------------------------------------------------------------------
@@ -101,7 +123,9 @@ def install() -> None:
 def _start(job: Any, sim_kind: _SimKind, at: datetime) -> None:
     """Make a job `InProgress` since `at` (naive UTC), without an end time."""
     p = sim_kind.prefix
-    job.creation_time = job.last_modified_time = at
+    job.creation_time = at
+    # Placed (seeded) now, even when it started earlier: it is new to a listing of changes.
+    job.last_modified_time = max(at, now())
     setattr(job, f"{p}_start_time", at)
     setattr(job, f"{p}_end_time", None)  # None fields are left out of moto's responses
     setattr(job, f"{p}_job_status", "InProgress")
@@ -136,11 +160,15 @@ def _lister(sim_kind: _SimKind) -> Callable[..., dict[str, Any]]:
         name_contains: str | None,
         status_equals: str | None,
     ) -> dict[str, Any]:
+        created = (as_naive(creation_time_after), as_naive(creation_time_before))
+        modified = (as_naive(last_modified_time_after), as_naive(last_modified_time_before))
         jobs = [
             job
             for job in getattr(self, sim_kind.jobs_attr).values()
             if (status_equals is None or getattr(job, f"{p}_job_status") == status_equals)
             and (name_contains is None or name_contains in getattr(job, f"{p}_job_name"))
+            and _within(job.creation_time, *created)
+            and _within(job.last_modified_time, *modified)
         ]
         jobs.sort(key=lambda job: job.creation_time)
         try:
@@ -167,6 +195,11 @@ def _lister(sim_kind: _SimKind) -> Callable[..., dict[str, Any]]:
         }
 
     return list_jobs
+
+
+def _within(when: datetime, after: datetime | None, before: datetime | None) -> bool:
+    """Strictly after `after` and strictly before `before` (either may be absent)."""
+    return (after is None or when > after) and (before is None or when < before)
 
 
 def _stopper(sim_kind: _SimKind) -> Callable[[Any, str], None]:
@@ -430,6 +463,21 @@ class JobSeeding(SimBase):
     ) -> str:
         job = self._job(kind, name, region, account)
         return str(getattr(job, f"{SIM_KINDS[kind].prefix}_job_status"))
+
+    def finish_job(
+        self,
+        kind: str,
+        name: str,
+        status: str = "Completed",
+        *,
+        region: str | None = None,
+        account: str | None = None,
+    ) -> None:
+        """The job ends now with `status` (its LastModifiedTime moves, as on SageMaker)."""
+        job = self._job(kind, name, region, account)
+        prefix = SIM_KINDS[kind].prefix
+        setattr(job, f"{prefix}_end_time", naive_utc(self.clock.now()))
+        setattr(job, f"{prefix}_job_status", status)
 
     def job_metric(
         self,

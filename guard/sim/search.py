@@ -5,9 +5,10 @@ builds records that are not the service model's `SearchRecord`s. `install()` rep
 the resources the guard searches, with one that follows botocore's model (sagemaker
 2017-07-24) and the API reference:
 
-- `Resource` `TrainingJob`, `Endpoint` and `ExperimentTrialComponent`; a record carries the
-  same facts as the resource's Describe answer (moto's own Describe, so both always agree)
-  cut to the members of the record's shape (`TrainingJob`, `Endpoint`, `TrialComponent`),
+- `Resource` `TrainingJob`, `Endpoint`, `ExperimentTrialComponent` and
+  `HyperParameterTuningJob`; a record carries the same facts as the resource's Describe answer
+  (moto's own Describe, so both always agree) cut to the members of the record's shape
+  (`TrainingJob`, `Endpoint`, `TrialComponent`, `HyperParameterTuningJobSearchEntity`),
   plus its `Tags`. Every other `Resource` is still answered by moto.
 - Jobs appear as trial components too, as SageMaker's automatic tracking creates them:
   `<job>-aws-training-job` (`-aws-processing-job`, `-aws-transform-job`) with `Source`
@@ -41,6 +42,7 @@ from moto.sagemaker.exceptions import AWSValidationException
 from moto.sagemaker.responses import SageMakerResponse
 
 MAX_RESULTS = 100
+MAX_VALUE = 1024  # FilterValue's max length
 MAX_CLAUSES = 50  # Filters + NestedFilters + SubExpressions, recursively
 OPERATORS = (
     "Equals", "NotEquals", "GreaterThan", "GreaterThanOrEqualTo", "LessThan",
@@ -141,10 +143,18 @@ def _trial_components(backend: Any) -> Iterator[dict[str, Any]]:
             yield {"TrialComponent": {k: v for k, v in component.items() if v is not None}}
 
 
+def _tuning_jobs(backend: Any) -> Iterator[dict[str, Any]]:
+    for name, job in list(backend.hyper_parameter_tuning_jobs.items()):
+        described = backend.describe_hyper_parameter_tuning_job(name)
+        record = _cut(described, "HyperParameterTuningJobSearchEntity", list(job.tags or []))
+        yield {"HyperParameterTuningJob": record}
+
+
 _SOURCES: dict[str, Callable[[Any], Iterable[dict[str, Any]]]] = {
     "TrainingJob": _training_jobs,
     "Endpoint": _endpoints,
     "ExperimentTrialComponent": _trial_components,
+    "HyperParameterTuningJob": _tuning_jobs,
 }
 
 
@@ -234,6 +244,12 @@ def _validate(expression: dict[str, Any]) -> None:
             counts["contains"] += operator == "Contains"
             if operator not in ("Exists", "NotExists") and f.get("Value") is None:
                 raise AWSValidationException(f"Operator {operator} needs a Value")
+            if len(str(f.get("Value") or "")) > MAX_VALUE:  # the model's FilterValue
+                raise AWSValidationException(
+                    f"1 validation error detected: Value at 'searchExpression.filters.value' "
+                    f"failed to satisfy constraint: Member must have length less than or "
+                    f"equal to {MAX_VALUE}"
+                )
         for sub in subs:
             walk(sub)
 

@@ -480,7 +480,10 @@ class TuningSeeding(SimBase):
             Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
         )  # fmt: skip
         child = self._sagemaker(region, account).training_jobs[name]
-        child.creation_time = child.last_modified_time = child.training_start_time = started
+        child.creation_time = child.training_start_time = started
+        # seeded now, whenever it started: a listing of what changed since the last cycle
+        # (LastModifiedTimeAfter) must see it, as it would a job AWS just created
+        child.last_modified_time = max(started, moto_ext.now())
         child.training_job_status = child.secondary_status = status
         running = status == "InProgress"
         child.training_end_time = None if running else moto_ext.now()
