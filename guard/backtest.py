@@ -76,6 +76,10 @@ class History:
     real: list[dict[str, Any]] = field(default_factory=list)  # real actions in [since, until]
     real_saved: Decimal = Decimal(0)  # "Saved by cost-guard" of those actions, to `until`
     cannot_tell: list[str] = field(default_factory=list)
+    # arn -> when the guard's done stops/deletes took effect, in order: a timeline read later
+    # (`load_part`) is made the no-guard one with these
+    acted: dict[str, list[datetime]] = field(default_factory=dict)
+    recorded: bool = True  # False: no evidence at all in the window, no timeline to read
 
     def subset(self, arns: Iterable[str]) -> History:
         """The same history with only these resources: rules act per resource, so what a rule
@@ -149,6 +153,14 @@ def _no_cycle_collection() -> Iterator[None]:
 @_no_cycle_collection()
 def load_history(store: Store, since: datetime, until: datetime, warm_up: timedelta) -> History:
     """Read the recorded evidence, cycles and actions from `since - warm_up` to `until`."""
+    frame = load_frame(store, since, until, warm_up)
+    return load_part(store, frame) if frame.recorded else frame
+
+
+def load_frame(store: Store, since: datetime, until: datetime, warm_up: timedelta) -> History:
+    """The history without its timelines: cycles, blind spots, what the guard did. Rules act
+    per resource, so a big fleet is replayed a part at a time: `load_part` adds the
+    timelines of a range of ARNs (guard/recommend.py), never the whole fleet's at once."""
     cannot: list[str] = []
     first = store.first_evidence_at()
     if first is None or first > until:
@@ -157,7 +169,7 @@ def load_history(store: Store, since: datetime, until: datetime, warm_up: timede
             "before the first cycle after it) keeps only the latest snapshot, not what each "
             "cycle saw, so it cannot be replayed"
         )
-        return History(since, until, since, [], {}, cannot_tell=cannot)
+        return History(since, until, since, [], {}, cannot_tell=cannot, recorded=False)
     start = max(since - min(warm_up, max(WARM_UP_CAP, profiles.LOOK_BACK)), first)
     if first > since:
         cannot.append(
@@ -168,7 +180,58 @@ def load_history(store: Store, since: datetime, until: datetime, warm_up: timede
     # Every recorded snapshot is a replay point: a cycle's (it decided right after it) or an
     # `inventory --scan`'s (where no rule ran: replayed as if one had).
     cycles = sorted(snapshots)
-    rows = store.evidence_since(start, until)
+    # only what the replay reads: the done stops and deletes, and the real (or dry-run) ones
+    actions = store.actions_between(start, until, MUTATIONS, ("done", "dry-run"))
+    acted: dict[str, list[datetime]] = defaultdict(list)
+    for act in actions:  # oldest first: each undone in turn, as they happened
+        if act.action in MUTATIONS and act.outcome == "done":
+            acted[act.arn].append(act.finished_at or act.at)
+    real = [
+        {
+            "arn": a.arn,
+            "kind": a.kind,
+            "name": a.name,
+            "rule": a.rule_id,
+            "action": a.action,
+            "at": a.at,
+            "outcome": a.outcome,
+        }
+        for a in actions
+        if a.at >= since and a.action in MUTATIONS and a.outcome in ("done", "dry-run")
+    ]
+    del actions
+    saved = sum(
+        ((s.usd(since) or Decimal(0)) for s in store.savings(until) if since <= s.at <= until),
+        Decimal(0),
+    )
+    missed = {at: set(arns) for at, arns in snapshots.items() if arns}
+    if missed:
+        cannot.append(
+            f"{len(missed)} snapshot(s) did not list some known resources (a scan failed): "
+            "those cycles skip them, as the real cycles did"
+        )
+    times = cycles
+    history = History(
+        since, until, start, cycles, {}, missed, real, saved, cannot, acted=dict(acted)
+    )
+    gaps = [(a, b) for a, b in itertools.pairwise(times) if b - a > 3 * history.interval]
+    if gaps:
+        lost = sum((b - a for a, b in gaps), timedelta(0))
+        cannot.append(
+            f"{len(gaps)} gap(s) without cycles ({human(lost)} in all): no evidence exists "
+            "for them; the replay acts only at recorded cycles"
+        )
+    cannot.extend(_always_unknown())
+    return history
+
+
+@_no_cycle_collection()
+def load_part(store: Store, frame: History, arns: tuple[str, str] | None = None) -> History:
+    """`frame` (from `load_frame`) with the no-guard timelines of the resources whose ARN is
+    in [first, last] (`Store.evidence_arn_ranges`); all of them when `arns` is None."""
+    if not frame.recorded:
+        return frame
+    rows = store.evidence_since(frame.start, frame.until, arns)
     statics = store.resources_by_arn({row.arn for row in rows})
     timelines: dict[str, list[Point]] = defaultdict(list)
     sources = {s.value: s for s in ActivitySource}
@@ -207,45 +270,12 @@ def load_history(store: Store, since: datetime, until: datetime, warm_up: timede
             utilization=utilization,
         )
         timelines[row.arn].append(Point(row.at, res, row.snoozed_until))
-    actions = store.actions_between(start, until)
-    done = [a for a in actions if a.action in MUTATIONS and a.outcome == "done"]
-    for act in done:
-        if act.arn in timelines:
-            timelines[act.arn] = _without_guard(timelines[act.arn], act.finished_at or act.at)
-    real = [
-        {
-            "arn": a.arn,
-            "kind": a.kind,
-            "name": a.name,
-            "rule": a.rule_id,
-            "action": a.action,
-            "at": a.at,
-            "outcome": a.outcome,
-        }
-        for a in actions
-        if a.at >= since and a.action in MUTATIONS and a.outcome in ("done", "dry-run")
-    ]
-    saved = sum(
-        ((s.usd(since) or Decimal(0)) for s in store.savings(until) if since <= s.at <= until),
-        Decimal(0),
-    )
-    missed = {at: set(arns) for at, arns in snapshots.items() if arns}
-    if missed:
-        cannot.append(
-            f"{len(missed)} snapshot(s) did not list some known resources (a scan failed): "
-            "those cycles skip them, as the real cycles did"
-        )
-    times = cycles
-    history = History(since, until, start, cycles, dict(timelines), missed, real, saved, cannot)
-    gaps = [(a, b) for a, b in itertools.pairwise(times) if b - a > 3 * history.interval]
-    if gaps:
-        lost = sum((b - a for a, b in gaps), timedelta(0))
-        cannot.append(
-            f"{len(gaps)} gap(s) without cycles ({human(lost)} in all): no evidence exists "
-            "for them; the replay acts only at recorded cycles"
-        )
-    cannot.extend(_always_unknown())
-    return history
+    del rows, statics
+    for arn, times in frame.acted.items():
+        if arn in timelines:
+            for acted in times:
+                timelines[arn] = _without_guard(timelines[arn], acted)
+    return replace(frame, timelines=dict(timelines))
 
 
 def _always_unknown() -> list[str]:

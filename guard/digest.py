@@ -94,7 +94,7 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
             _keep(storage, LISTED, (oldest, -order), res)
     since = store.last_digest_at(before=now) or now - timedelta(days=1)
     # strictly after: an action in the same instant as the last digest was in that one
-    done = [a for a in store.audit(since) if a.action != "warn" and since < a.at <= now]
+    done = [a for a in store.audit(since, warnings=False) if since < a.at <= now]
     last = store.last_cycle() or {}
     return {
         "at": now.isoformat(),

@@ -184,16 +184,40 @@ def _ranges(usual: frozenset[int], day: int) -> str:
     return ", ".join(f"{a:02d}{DASH}{b:02d}" for a, b in runs)
 
 
+RANGE = 1000  # resources whose evidence is read at once (a month of 50,000 is GBs of rows)
+
+
 def profiles(
-    store: Store, cfg: Config, now: datetime, look_back: timedelta = LOOK_BACK
+    store: Store,
+    cfg: Config,
+    now: datetime,
+    look_back: timedelta = LOOK_BACK,
+    arns: tuple[str, str] | None = None,
 ) -> dict[str, Profile]:
-    """A profile per resource with at least a week of recorded evidence (arn -> profile)."""
+    """A profile per resource with at least a week of recorded evidence (arn -> profile).
+    `arns`: only those whose ARN is in [first, last]; else all, read `RANGE` at a time."""
+    if arns is None:
+        found: dict[str, Profile] = {}
+        end = _seen_until(store, now)
+        for part in store.evidence_arn_ranges(RANGE):
+            found.update(_profiles(store, cfg, now, look_back, part, end))
+        return found
+    return _profiles(store, cfg, now, look_back, arns, _seen_until(store, now))
+
+
+def _profiles(
+    store: Store,
+    cfg: Config,
+    now: datetime,
+    look_back: timedelta,
+    arns: tuple[str, str],
+    end: datetime,
+) -> dict[str, Profile]:
     rows: dict[str, list[Any]] = defaultdict(list)
-    for row in store.evidence_since(now - look_back, now):
+    for row in store.evidence_since(now - look_back, now, arns):
         rows[row.arn].append(row)
     found: dict[str, Profile] = {}
     known = store.names_by_arn(rows)  # not whole resources: the fleet's details add up
-    end = _seen_until(store, now)
     for arn, items in rows.items():
         if arn not in known:
             continue

@@ -65,22 +65,47 @@ class Recommendation:
         }
 
 
+PART = 1000  # resources replayed at once: the history of a part, never the whole fleet's
+
+
 def recommendations(
-    store: Store, cfg: Config, now: datetime, look_back: timedelta = LOOK_BACK
+    store: Store,
+    cfg: Config,
+    now: datetime,
+    look_back: timedelta = LOOK_BACK,
+    part: int = PART,
 ) -> list[Recommendation]:
     """Every proposal the history supports, most $ per month first (a plain function: the CLI,
-    the digest and a console page all call this)."""
+    the digest and a console page all call this).
+
+    Rules act per resource (`evaluate` judges each on its own timeline, the backtest's stops
+    are per resource), so the fleet is replayed `part` resources at a time, in ARN order, and
+    only totals are kept across parts: a month of a big fleet's history is never held at
+    once. The same proposals as one replay of the whole fleet (tests/test_recommend.py)."""
     since = now - look_back
-    history = backtest.load_history(store, since, now, backtest.warm_up_for(cfg))
-    if not history.cycles:
+    frame = backtest.load_frame(store, since, now, backtest.warm_up_for(cfg))
+    if not frame.cycles:
         return []
-    base = backtest.replay(history, cfg)
-    replayed = max(now - max(since, history.start), timedelta(hours=1))
-    usage = profiles(store, cfg, now)
+    replayed = max(now - max(since, frame.start), timedelta(hours=1))
+    trials = _idle_trials(cfg)
+    schedules: list[tuple[str, str, Recommendation]] = []
+    exemptions: list[tuple[str, Recommendation]] = []
+    for arns in store.evidence_arn_ranges(part):
+        history = backtest.load_part(store, frame, arns)
+        if not history.timelines:
+            continue
+        usage = profiles(store, cfg, now, arns=arns)
+        base = backtest.replay(history, cfg)
+        _try_idle(history, base, trials)
+        schedules.extend(_schedules(history, cfg, replayed, usage))
+        exemptions.extend(_exemptions(history, cfg, replayed, usage))
+        del history, base, usage
+    # each kind in the order one replay of the fleet listed it (schedules by subject, ARN
+    # breaking a tie of two same-named resources; exemptions by ARN), before the final sort
     found = [
-        *_tighter_idle(history, cfg, base, replayed),
-        *_schedules(history, cfg, replayed, usage),
-        *_exemptions(history, cfg, replayed, usage),
+        *_tighter_idle(cfg, trials, frame.interval, replayed),
+        *(rec for _, _, rec in sorted(schedules, key=lambda x: (x[0], x[1]))),
+        *(rec for _, rec in sorted(exemptions, key=lambda x: x[0])),
     ]
     return sorted(found, key=lambda r: (-r.usd_per_month, r.title))
 
@@ -101,19 +126,35 @@ def _per_month(extra: Decimal, replayed: timedelta) -> Decimal:
 
 def _risk(stops: Sequence[backtest.Stop], window: timedelta, days: float, extra: str = "") -> str:
     gaps = [s.used_at - s.at for s in stops if s.used_at is not None]
-    closest = f"; the closest use came {human(min(gaps))} after a stop" if gaps else ""
+    return _risk_text(len(stops), min(gaps) if gaps else None, window, days, extra)
+
+
+def _risk_text(
+    count: int, closest: timedelta | None, window: timedelta, days: float, extra: str = ""
+) -> str:
+    near = f"; the closest use came {human(closest)} after a stop" if closest is not None else ""
     return (
-        f"low: {len(stops)} stops in {days:.0f} days, none followed by a use within "
-        f"{human(window)}{closest}{extra}"
+        f"low: {count} stops in {days:.0f} days, none followed by a use within "
+        f"{human(window)}{near}{extra}"
     )
 
 
-def _tighter_idle(
-    history: History, cfg: Config, base: Replay, replayed: timedelta
-) -> list[Recommendation]:
-    found = []
-    base_usd = _usd(base)
-    days = replayed / timedelta(days=1)
+@dataclass
+class _Trial:
+    """One tighter `idle_for` for one rule, its replays' totals over the parts so far."""
+
+    index: int  # the rule's place in cfg.rules
+    step: timedelta
+    cfg: Config  # the rules with this one tightened
+    busy: bool = False  # a busy stop of its own, or one the current rules do not make
+    extra: Decimal = Decimal(0)  # saved beyond the current rules
+    actions: int = 0  # the rule's stops
+    closest: timedelta | None = None  # the shortest time from one of those to a use
+
+
+def _idle_trials(cfg: Config) -> dict[tuple[int, timedelta], _Trial]:
+    """Each rule's tighter `idle_for` values (those `_tighter_idle` may try)."""
+    trials = {}
     for index, rule in enumerate(cfg.rules):
         if rule.idle_for is None or not rule.mutates:
             continue
@@ -123,14 +164,68 @@ def _tighter_idle(
             rules = list(cfg.rules)
             rules[index] = rule.model_copy(update={"idle_for": step})
             trial = cfg.model_copy(update={"rules": tuple(rules)})
-            result = backtest.replay(history, trial)
-            if any(s.busy for s in result.stops if s.rule_id == rule.id) or _new_busy(result, base):
+            trials[(index, step)] = _Trial(index, step, trial)
+    return trials
+
+
+def _try_idle(history: History, base: Replay, trials: dict[tuple[int, timedelta], _Trial]) -> None:
+    """Add one part's replays to each tighter `idle_for`'s totals. A tightened rule changes
+    what happens to its kind's resources only: the others' stops are the current rules'
+    (rules act per resource), so only its kind is replayed again, and the difference is its
+    kind's. A trial found busy in an earlier part is not replayed again (it is never
+    proposed)."""
+    by_kind: dict[str, list[str]] = {}
+    for arn, timeline in history.timelines.items():
+        by_kind.setdefault(timeline[-1].res.kind, []).append(arn)
+    for trial in trials.values():
+        if trial.busy:
+            continue
+        rule = trial.cfg.rules[trial.index]
+        arns = by_kind.get(rule.kind)
+        if not arns:
+            continue
+        mine = set(arns)
+        alone = history.subset(arns)
+        kind_base = Replay([s for s in base.stops if s.arn in mine], base.warnings)
+        result = backtest.replay(alone, trial.cfg)
+        if any(s.busy for s in result.stops if s.rule_id == rule.id) or _new_busy(
+            result, kind_base
+        ):
+            trial.busy = True  # this tight, it would stop someone mid-work
+            continue
+        trial.extra += _usd(result) - _usd(kind_base)
+        for stop in result.stops:
+            if stop.rule_id != rule.id:
+                continue
+            trial.actions += 1
+            if stop.used_at is not None:
+                gap = stop.used_at - stop.at
+                trial.closest = gap if trial.closest is None else min(trial.closest, gap)
+
+
+def _tighter_idle(
+    cfg: Config,
+    trials: dict[tuple[int, timedelta], _Trial],
+    interval: timedelta,
+    replayed: timedelta,
+) -> list[Recommendation]:
+    """For each idle rule, the tightest `idle_for` that saves more without a would-be busy
+    stop (from the totals `_try_idle` kept over every part)."""
+    found = []
+    days = replayed / timedelta(days=1)
+    for index, rule in enumerate(cfg.rules):
+        if rule.idle_for is None or not rule.mutates:
+            continue
+        for step in IDLE_STEPS:
+            if step >= rule.idle_for:
+                break
+            trial = trials[(index, step)]
+            if trial.busy:
                 continue  # this tight, it would stop someone mid-work
-            extra = _usd(result) - base_usd
+            extra = trial.extra
             if extra <= 0:
                 break
-            ours = [s for s in result.stops if s.rule_id == rule.id]
-            window = max(rule.grace, history.interval)
+            window = max(rule.grace, interval)
             text = _rule_yaml(rule.model_dump(mode="json", exclude_defaults=True))
             found.append(
                 Recommendation(
@@ -145,8 +240,8 @@ def _tighter_idle(
                     ),
                     usd_per_month=_per_month(extra, replayed),
                     saved_usd=extra.quantize(Decimal("0.01")),
-                    actions=len(ours),
-                    risk=_risk(ours, window, days),
+                    actions=trial.actions,
+                    risk=_risk_text(trial.actions, trial.closest, window, days),
                     why=(
                         f"no resource it stops was used again within {human(window)} of a "
                         f"stop at {format_duration(step)} idle, over {days:.0f} days"
@@ -159,7 +254,8 @@ def _tighter_idle(
 
 def _schedules(
     history: History, cfg: Config, replayed: timedelta, usage: dict[str, Profile]
-) -> list[Recommendation]:
+) -> list[tuple[str, str, Recommendation]]:
+    """(subject, arn, proposal) for each of this part's resources with a stable pattern."""
     found = []
     days = replayed / timedelta(days=1)
     for arn, found_profile in sorted(usage.items(), key=lambda item: item[1].subject):
@@ -193,21 +289,25 @@ def _schedules(
             continue
         window = max(SCHEDULE_GRACE, history.interval)
         found.append(
-            Recommendation(
-                what="schedule",
-                title=f"{res.kind}/{res.name}: {action} on schedule {cron!r}",
-                yaml=_rule_yaml(rule),
-                usd_per_month=_per_month(extra, replayed),
-                saved_usd=extra.quantize(Decimal("0.01")),
-                actions=len(ours),
-                risk=_risk(
-                    ours,
-                    window,
-                    days,
-                    f"; pattern seen for {found_profile.weeks:.0f} weeks, confidence "
-                    f"{found_profile.confidence:.2f}",
+            (
+                found_profile.subject,
+                arn,
+                Recommendation(
+                    what="schedule",
+                    title=f"{res.kind}/{res.name}: {action} on schedule {cron!r}",
+                    yaml=_rule_yaml(rule),
+                    usd_per_month=_per_month(extra, replayed),
+                    saved_usd=extra.quantize(Decimal("0.01")),
+                    actions=len(ours),
+                    risk=_risk(
+                        ours,
+                        window,
+                        days,
+                        f"; pattern seen for {found_profile.weeks:.0f} weeks, confidence "
+                        f"{found_profile.confidence:.2f}",
+                    ),
+                    why=found_profile.text,
                 ),
-                why=found_profile.text,
             )
         )
     return found
@@ -245,7 +345,8 @@ def _scales_to_zero(res: Any) -> bool:
 
 def _exemptions(
     history: History, cfg: Config, replayed: timedelta, usage: dict[str, Profile]
-) -> list[Recommendation]:
+) -> list[tuple[str, Recommendation]]:
+    """(arn, proposal) for each of this part's exempt resources nobody used."""
     found = []
     days = replayed / timedelta(days=1)
     for arn, timeline in sorted(history.timelines.items()):
@@ -262,23 +363,22 @@ def _exemptions(
         if extra <= 0 or _new_busy(result, mine):
             continue
         ours = [s for s in result.stops if s.arn == arn]
-        found.append(
-            Recommendation(
-                what="exemption",
-                title=f"{res.kind}/{res.name}: remove its unused exemption",
-                yaml=(
-                    f"# {res.kind}/{res.name} is exempt ({cfg.tags.exempt}=true) but was not "
-                    f"used in {used.weeks:.0f} weeks; the current rules would then act on it:\n"
-                    f"# aws sagemaker delete-tags --resource-arn {res.arn} "
-                    f"--tag-keys {cfg.tags.exempt}\n"
-                ),
-                usd_per_month=_per_month(extra, replayed),
-                saved_usd=extra.quantize(Decimal("0.01")),
-                actions=len(ours),
-                risk=_risk(ours, max(history.interval, timedelta(0)), days),
-                why=used.text,
-            )
+        rec = Recommendation(
+            what="exemption",
+            title=f"{res.kind}/{res.name}: remove its unused exemption",
+            yaml=(
+                f"# {res.kind}/{res.name} is exempt ({cfg.tags.exempt}=true) but was not "
+                f"used in {used.weeks:.0f} weeks; the current rules would then act on it:\n"
+                f"# aws sagemaker delete-tags --resource-arn {res.arn} "
+                f"--tag-keys {cfg.tags.exempt}\n"
+            ),
+            usd_per_month=_per_month(extra, replayed),
+            saved_usd=extra.quantize(Decimal("0.01")),
+            actions=len(ours),
+            risk=_risk(ours, max(history.interval, timedelta(0)), days),
+            why=used.text,
         )
+        found.append((arn, rec))
     return found
 
 

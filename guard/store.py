@@ -736,11 +736,14 @@ class Store:
         with self.session() as s:
             return s.scalar(query.order_by(ActionRow.id).limit(1))
 
-    def audit(self, since: datetime) -> list[ActionRow]:
+    def audit(self, since: datetime, *, warnings: bool = True) -> list[ActionRow]:
+        """The audit rows from `since`, oldest first. `warnings=False`: without the warnings
+        (the digest lists actions only; a first cycle may warn about thousands)."""
+        query = select(ActionRow).where(ActionRow.at >= since)
+        if not warnings:
+            query = query.where(ActionRow.action != "warn")
         with self.session() as s:
-            return list(
-                s.scalars(select(ActionRow).where(ActionRow.at >= since).order_by(ActionRow.id))
-            )
+            return list(s.scalars(query.order_by(ActionRow.id)))
 
     # --- snoozes -----------------------------------------------------------------------
 
@@ -1002,26 +1005,50 @@ class Store:
 
     # --- backtest history (guard/backtest.py, guard/profiles.py; migration 0009) ----------
 
-    def evidence_since(self, since: datetime, until: datetime) -> list[Any]:
+    def evidence_since(
+        self, since: datetime, until: datetime, arns: tuple[str, str] | None = None
+    ) -> list[Any]:
         """Every evidence row in (since, until], plus each resource's latest row at or before
         `since` (its state when the window opens); by time, then id. Plain rows with the
         `evidence` columns as attributes (a month of a big fleet is a million of them: no ORM
-        objects)."""
+        objects). `arns`: only the resources whose ARN is in [first, last] (a range from
+        `evidence_arn_ranges`), so a big fleet's history can be read a part at a time."""
         columns = EvidenceRow.__table__.c
+        within = (columns.arn >= arns[0], columns.arn <= arns[1]) if arns else ()
         with self.session() as s:
             latest = (
                 select(EvidenceRow.arn, func.max(EvidenceRow.id).label("id"))
-                .where(EvidenceRow.at <= since)
+                .where(EvidenceRow.at <= since, *within)
                 .group_by(EvidenceRow.arn)
                 .subquery()
             )
             before = list(s.execute(select(*columns).join(latest, columns.id == latest.c.id)))
             after = s.execute(
                 select(*columns)
-                .where(columns.at > since, columns.at <= until)
+                .where(columns.at > since, columns.at <= until, *within)
                 .order_by(columns.at, columns.id)
             )
             return [*before, *after]
+
+    def evidence_arn_ranges(self, size: int) -> Iterator[tuple[str, str]]:
+        """The ARNs with recorded evidence, in order, as (first, last) ranges of at most
+        `size` resources each (the `arns` of `evidence_since`): the backtest's readers take a
+        big fleet's history a range at a time rather than all of it at once. Each range is
+        read when asked for (keyset pagination on the (arn, at) index)."""
+        column = EvidenceRow.__table__.c.arn
+        after: str | None = None
+        while True:
+            query = select(column).group_by(column).order_by(column).limit(size)
+            if after is not None:
+                query = query.where(column > after)
+            with self.session() as s:
+                found = list(s.scalars(query))
+            if not found:
+                return
+            yield found[0], found[-1]
+            if len(found) < size:
+                return
+            after = found[-1]
 
     def evidence_of(self, arn: str, since: datetime, until: datetime) -> list[EvidenceRow]:
         """One resource's evidence rows in (since, until], after its latest row at or before
@@ -1085,10 +1112,22 @@ class Store:
                 found.update((arn, (kind, name)) for arn, kind, name in s.execute(query))
         return found
 
-    def actions_between(self, since: datetime, until: datetime) -> list[ActionRow]:
-        """The audit rows (warnings and actions) in [since, until], oldest first."""
+    def actions_between(
+        self,
+        since: datetime,
+        until: datetime,
+        actions: Collection[str] | None = None,
+        outcomes: Collection[str] | None = None,
+    ) -> list[ActionRow]:
+        """The audit rows (warnings and actions) in [since, until], oldest first; only these
+        `actions` and `outcomes` when given (the backtest reads stops and deletes, not the
+        warnings, which a big fleet has many more of)."""
+        query = select(ActionRow).where(ActionRow.at >= since, ActionRow.at <= until)
+        if actions is not None:
+            query = query.where(ActionRow.action.in_(sorted(actions)))
+        if outcomes is not None:
+            query = query.where(ActionRow.outcome.in_(sorted(outcomes)))
         with self.session() as s:
-            query = select(ActionRow).where(ActionRow.at >= since, ActionRow.at <= until)
             return list(s.scalars(query.order_by(ActionRow.at, ActionRow.id)))
 
     # --- sharding: per-account leases (guard/shards.py; migration 0008) -----------------

@@ -110,3 +110,29 @@ def test_cli_recommend_prints_yaml_to_paste(
     assert "schedule: 0 19 * * 1-5" in plain.output
     bad = runner.invoke(main, ["recommend", "--since", "yesterday"])
     assert bad.exit_code == 2 and "invalid duration" in bad.output
+
+
+def test_replaying_a_part_at_a_time_proposes_what_one_replay_of_the_fleet_does(
+    store: Store,
+) -> None:
+    """The history is replayed a range of ARNs at a time (memory: a month of a big fleet is
+    never held at once); rules act per resource, so one resource per part, a few, or the
+    whole fleet in one part give the same proposals, in the same order, to the cent."""
+    end = record(
+        store,
+        {
+            "office": weekdays_9_to_18,
+            "six-hourly": lambda at: at.hour % 6 == 0,
+            "forgotten": lambda _: False,
+            "also-forgotten": lambda _: False,
+        },
+        tags={"forgotten": EXEMPT, "also-forgotten": EXEMPT},
+        prices={"office": Decimal("1.41"), "also-forgotten": Decimal("7.09")},
+    )
+    rules = [*RULES, {"id": "idle-short", "kind": "notebook", "idle_for": "4h",
+                      "action": "stop", "grace": "2h"}]  # fmt: skip
+    cfg = Config.model_validate({"rules": rules})
+    whole = [r.to_json() for r in recommendations(store, cfg, end, part=10_000)]
+    assert {r["what"] for r in whole} == {"idle_for", "schedule", "exemption"}
+    for part in (1, 2, 3):
+        assert [r.to_json() for r in recommendations(store, cfg, end, part=part)] == whole

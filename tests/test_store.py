@@ -165,3 +165,35 @@ def test_a_batch_commits_once_and_only_its_own_thread_joins_it(store: Store, clo
     except RuntimeError:
         pass
     assert len(store.pending_messages()) == 2  # all or nothing
+
+
+def test_the_history_is_read_a_range_of_arns_at_a_time_and_warnings_can_be_left_out(
+    store: Store, clock
+) -> None:
+    """`evidence_arn_ranges` cuts the ARNs into ranges that together hold each exactly once
+    (the backtest reads a big fleet's history a range at a time); the digest and backtest
+    read the audit trail without the warnings, which a first cycle writes thousands of."""
+    now = clock.now()
+    names = [f"nb-{i}" for i in range(7)]
+    store.save_snapshot(
+        [notebook(now, n) for n in names], {("123456789012", "us-east-1", "notebook")}, now
+    )
+    every = sorted(row.arn for row in store.evidence_since(now - timedelta(hours=1), now))
+    assert len(every) == 7
+    for size in (1, 3, 7, 50):
+        ranges = list(store.evidence_arn_ranges(size))
+        assert len(ranges) == -(-7 // size)
+        parts = [
+            sorted(row.arn for row in store.evidence_since(now - timedelta(hours=1), now, r))
+            for r in ranges
+        ]
+        assert sorted(arn for part in parts for arn in part) == every
+        assert all(0 < len(part) <= size for part in parts)
+    res = notebook(now, "nb-0")
+    for action, outcome in (("warn", "done"), ("stop", "done"), ("stop", "failed")):
+        store.record_action(res, rule_id="idle", episode_id=None, action=action, mode="enforce",
+                            outcome=outcome, detail="", now=now)  # fmt: skip
+    assert [a.action for a in store.audit(now)] == ["warn", "stop", "stop"]
+    assert [a.action for a in store.audit(now, warnings=False)] == ["stop", "stop"]
+    done = store.actions_between(now, now, ("stop", "delete"), ("done", "dry-run"))
+    assert [(a.action, a.outcome) for a in done] == [("stop", "done")]
