@@ -213,16 +213,16 @@ def _tighter_idle(
     stop (from the totals `_try_idle` kept over every part)."""
     found = []
     days = replayed / timedelta(days=1)
-    for index, rule in enumerate(cfg.rules):
-        if rule.idle_for is None or not rule.mutates:
-            continue
-        for step in IDLE_STEPS:
-            if step >= rule.idle_for:
-                break
-            trial = trials[(index, step)]
+    by_rule: dict[int, list[_Trial]] = {}  # each rule's trials, tightest first
+    for trial in trials.values():
+        by_rule.setdefault(trial.index, []).append(trial)
+    for index, tried in by_rule.items():
+        rule = cfg.rules[index]
+        assert rule.idle_for is not None  # `_idle_trials` tries only idle rules
+        for trial in tried:
             if trial.busy:
                 continue  # this tight, it would stop someone mid-work
-            extra = trial.extra
+            step, extra = trial.step, trial.extra
             if extra <= 0:
                 break
             window = max(rule.grace, interval)
