@@ -457,10 +457,9 @@ def _next_morning(console: Console, sim: Simulator, guard: Guard, clock: ManualC
     )
     when = clock_time(restored.in_service_at, guard.cfg.tz) if restored.in_service_at else "-"
     # churn-model-staging is a real-time endpoint, deleted: recreated from its kept config
-    config = getattr(restored, "config_name", None) or "-"
     console.print(
-        f"{restored.message}: recreated from endpoint config {config} "
-        f"(kept when it was deleted), InService at {when}.\n"
+        f"{restored.recreated(f'{restored.account} {restored.region}')} (kept when it was "
+        f"deleted): {restored.message} at {when}.\n"
         "Try it on your account: see the README (dry-run is the default).",
         highlight=False,
     )

@@ -195,14 +195,32 @@ def test_demo_without_the_simulator_says_how_to_install_it() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
     path = tmp_path_factory.mktemp("demo") / "demo.db"
     done = subprocess.run(
         [sys.executable, "-m", "guard.cli", "demo", "--speed", "0", "--keep-db", str(path)],
         capture_output=True, text=True, timeout=180, check=False, env=_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    yield path
+    yield path, done
+
+
+@pytest.fixture(scope="module")
+def demo_db(demo_run: tuple[Path, subprocess.CompletedProcess[str]]) -> Path:
+    return demo_run[0]
+
+
+def test_the_demo_ends_with_the_restore_naming_the_config_it_recreated_from(
+    demo_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out = " ".join(demo_run[1].stdout.split())  # rich wraps at the terminal's width
+    assert (
+        "recreated endpoint churn-model-staging in 123456789012 us-east-1 from endpoint config "
+        "churn-model-staging-config (kept when it was deleted)"
+    ) in out, out[-600:]
+    assert "Traceback" not in demo_run[1].stderr
 
 
 def _env(**extra: str) -> dict[str, str]:
