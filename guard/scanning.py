@@ -6,7 +6,7 @@ Groups Tagging API (100 per page), metrics from GetMetricData (500 queries per c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,27 +65,40 @@ def list_all(
 ) -> list[dict[str, Any]]:
     """Every resource of a kind (100 per page, with the kind's list filters), and the listing
     recorded as complete: only a complete listing may mark resources gone."""
-    key = listing_key(spec)
-    if key not in target.listings:
-        try:
-            target.listings[key] = list(
-                pages(client, spec.list_operation, spec.list_key, MaxResults=100,
-                      **spec.list_params)
-            )  # fmt: skip
-        except AWS_ERRORS as exc:
-            target.listings[key] = exc  # the next kind listing it fails the same, uncalled
-    found = target.listings[key]
-    if isinstance(found, Exception):
-        raise found
+    found = listing(client, target, spec.list_operation, spec.list_key, **spec.list_params)
     listed = [item for item in found if keep(item)]
     target.scanned.add((target.account_id, target.region, spec.name))
     return listed
 
 
+def listing(client: Any, target: Target, operation: str, key: str, **params: Any) -> list[Any]:
+    """Every item of a List* call (100 per page), once per scan of `target` whichever kind asks
+    first (Studio apps and spaces are read by the Studio kind and by the storage kind); a
+    failure is raised to every caller, without calling again."""
+    cache_key = _listing_key(operation, params)
+    if cache_key not in target.listings:
+        try:
+            target.listings[cache_key] = list(
+                pages(client, operation, key, MaxResults=100, **params)
+            )
+        except AWS_ERRORS as exc:
+            target.listings[cache_key] = exc  # the next kind listing it fails the same, uncalled
+    found = target.listings[cache_key]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
 def listing_key(spec: KindSpec) -> tuple[str, tuple[tuple[str, Any], ...]]:
     """Where `list_all` keeps a kind's listing in `Target.listings` (a scanner that builds
     the same listing another way, e.g. the jobs' changes since the last one, puts it there)."""
-    return (spec.list_operation, tuple(sorted(spec.list_params.items())))
+    return _listing_key(spec.list_operation, spec.list_params)
+
+
+def _listing_key(
+    operation: str, params: Mapping[str, Any]
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    return (operation, tuple(sorted(params.items())))
 
 
 def tags_or_error(

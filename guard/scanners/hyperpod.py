@@ -439,8 +439,7 @@ def _nodes_or_error(client: Any, name: str) -> list[Node] | Exception:
     try:
         return _list_nodes(client, name)
     except AWS_ERRORS as exc:
-        failure: Exception = exc
-        return failure
+        return exc  # the caller makes the cluster unknown
 
 
 def _running(nodes: list[Node]) -> list[Node]:

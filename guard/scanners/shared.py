@@ -1,9 +1,8 @@
 """What the scanners of one (account, region) share within a scan, and what is read on a slower
 cadence than the cycle.
 
-- `listing`: a List* call made once per scan of a target, whichever kind asks first (Studio
-  apps and spaces are read by the Studio kind and by the storage kind). The same cache as
-  `guard.scanning.list_all`, so a kind's own listing and another's read of it are one call.
+- listings: `guard.scanning.listing` makes a List* call once per scan of a target, whichever
+  kind asks first (`list_all` is that, with the kind's filters).
 - `kind_tags`: tags, by the page, fresh every scan (exemptions, snoozes, owners and heartbeats
   live there). Kinds whose listing names every resource of their type (notebooks, endpoints,
   apps, ...) share one paged GetResources filtered by all of their types, so a target pays
@@ -38,23 +37,6 @@ SLOW = timedelta(hours=1)
 # Resources created this long before the cycle began, or later, may be newer than the shared
 # page of tags read early in the scan: theirs are read by ARN as well.
 RECENT = timedelta(minutes=5)
-
-
-def listing(client: Any, target: Target, operation: str, key: str, **params: Any) -> list[Any]:
-    """Every item of a List* call (100 per page), once per scan of `target`; a failure is
-    raised to every caller, without calling again."""
-    cache_key = (operation, tuple(sorted(params.items())))
-    if cache_key not in target.listings:
-        try:
-            target.listings[cache_key] = list(
-                pages(client, operation, key, MaxResults=PAGE, **params)
-            )
-        except AWS_ERRORS as exc:
-            target.listings[cache_key] = exc
-    found = target.listings[cache_key]
-    if isinstance(found, Exception):
-        raise found
-    return found
 
 
 # --- tags ------------------------------------------------------------------------------------

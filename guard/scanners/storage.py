@@ -36,8 +36,8 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource, parse_time
-from guard.scanners.shared import kind_tags, listing, tags_of
-from guard.scanning import ScanContext, Target, concurrently, list_all, utc
+from guard.scanners.shared import kind_tags, tags_of
+from guard.scanning import ScanContext, Target, concurrently, list_all, listing, utc
 from guard.store import Store
 
 HOURS_PER_MONTH = Decimal(730)

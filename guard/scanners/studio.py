@@ -31,8 +31,8 @@ from guard.kinds import KindSpec
 from guard.model import ActivitySource, Finding, Resource
 from guard.scanners.evidence import heartbeat_details, stopped_finding
 from guard.scanners.evidence import read as read_heartbeat
-from guard.scanners.shared import RECENT, every, kind_tags, listing, studio_domains
-from guard.scanning import ScanContext, Target, list_all, utc
+from guard.scanners.shared import RECENT, every, kind_tags, studio_domains
+from guard.scanning import ScanContext, Target, list_all, listing, utc
 from guard.store import Store
 
 PAGE = 100  # MaxResults of ListApps, ListSpaces, ListUserProfiles and ListDomains
