@@ -298,12 +298,21 @@ def test_terminal_typing(hb: Installed, jupyter: RealJupyter) -> None:
     assert verdict == "idle"  # typing an hour ago, nothing running
 
 
+def _reap(jupyter: RealJupyter, said: str | None) -> None:
+    """Have the fixture's reset kill the terminal job the heartbeat named ("..., pid N"):
+    deleting its terminal does not always end a job that ignores the hangup, and one left
+    running makes every later situation on this server look busy."""
+    if said and (pid := said.rsplit(" ", 1)[-1]).isdigit():
+        jupyter.jobs.append(int(pid))
+
+
 def test_printing_terminal_job(hb: Installed, jupyter: RealJupyter) -> None:
     (jupyter.home / "printer.py").write_text(PRINTING)
     terminal = jupyter.open_terminal()
     terminal.type("cd ~ && python printer.py\r")
     terminal.read_until("step")
     _, verdict, said = later(hb)
+    _reap(jupyter, said)
     assert verdict == "active"
     assert said is not None and said.startswith("terminal job `python printer.py` running, pid ")
 
@@ -315,6 +324,7 @@ def test_silent_terminal_job_with_the_tab_closed(hb: Installed, jupyter: RealJup
     time.sleep(0.5)
     terminal.close_tab()  # the tab is closed: Jupyter sees no more traffic
     _, verdict, said = later(hb)
+    _reap(jupyter, said)
     assert verdict == "active"
     assert said is not None and said.startswith("terminal job `python train.py` running, pid ")
     pid = int(said.rsplit(" ", 1)[1])
