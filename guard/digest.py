@@ -94,7 +94,7 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
             _keep(storage, LISTED, (oldest, -order), res)
     since = store.last_digest_at(before=now) or now - timedelta(days=1)
     # strictly after: an action in the same instant as the last digest was in that one
-    done = [a for a in store.audit(since, warnings=False) if since < a.at <= now]
+    action_counts, done = store.actions_summary(since, now, LISTED)
     last = store.last_cycle() or {}
     return {
         "at": now.isoformat(),
@@ -126,7 +126,9 @@ def build(cfg: Config, store: Store, now: datetime, *, recommend: bool = True) -
             ],
         },
         "actions_since": since.isoformat(),
-        "actions": [
+        "action_counts": action_counts,  # "stop done": 3, in the order first met
+        "actions_total": sum(action_counts.values()),
+        "actions": [  # the latest LISTED
             {
                 "at": a.at.isoformat(),
                 "kind": a.kind,
@@ -284,14 +286,13 @@ def text(d: dict[str, Any]) -> tuple[str, list[str]]:
             f"{_hourly(unowned['usd_per_hour'], unowned['unpriced'])}: {names}"
             + (f" and {more} more" if more else "")
         )
-    if d["actions"]:
-        outcomes = Counter(f"{a['action']} {a['outcome']}" for a in d["actions"])
-        latest = f" (the latest {LISTED}:)" if len(d["actions"]) > LISTED else ""
-        counts = _join(f"{o} {n}" for o, n in outcomes.items())
+    if d["actions_total"]:
+        latest = f" (the latest {LISTED}:)" if d["actions_total"] > LISTED else ""
+        counts = _join(f"{o} {n}" for o, n in d["action_counts"].items())
         lines.append(f"Since the last digest: {counts}{latest}")
         lines.extend(
             f"• {a['action']} {a['kind']}/{a['name']}: {a['outcome']} (rule {a['rule']})"
-            for a in d["actions"][-LISTED:]
+            for a in d["actions"]
         )
     lines.extend(f"Finding: {f}" for f in d["findings"])
     lines.extend(f"Cannot see: {e}" for e in d["scan_errors"])

@@ -138,6 +138,9 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
                 log.exception("scan of %s in %s %s crashed", kind, label, region)
             target.errors.append(f"{label} {region} {kind}: scan failed: {why}")
         _advance(f"{label} {region} {kind}")
+    # The raw List* pages were kept for the kinds sharing a listing; the cycle needs only
+    # the resources made of them, and the target may wait a while to be saved.
+    target.listings.clear()
     took = time.monotonic() - started
     if took >= SLOW_TARGET_SECONDS:
         log.info("scanned %s %s in %.0f s: %d resources", label, region, took,

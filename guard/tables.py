@@ -27,6 +27,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -434,14 +436,37 @@ def normalize_url(url: str) -> str:
 
 
 def upgrade(url: str) -> None:
-    """Apply the Alembic migrations up to head (idempotent)."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
+    """Apply the Alembic migrations up to head (idempotent). A database already at head is
+    left alone without importing Alembic: its import (Mako and Pygments with it) is ~11 MB
+    that a daemon or a Lambda container would otherwise keep for its whole life."""
     here = Path(__file__).resolve().parent
     # installed: guard/migrations (see pyproject.toml); a source checkout: ./migrations
     scripts = next(p for p in (here / "migrations", here.parent / "migrations") if p.is_dir())
+    if _revision(url) == head_revision(scripts):
+        return
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(scripts))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+def head_revision(scripts: Path) -> str:
+    """The newest migration's revision: each file in `versions/` is named after its revision
+    ("0009_backtest_evidence.py" is "0009"), one after another (checked against Alembic's own
+    head in tests/test_store.py)."""
+    return max(path.name.split("_", 1)[0] for path in (scripts / "versions").glob("[0-9]*_*.py"))
+
+
+def _revision(url: str) -> str | None:
+    """The revision the database is at; None for a database Alembic never touched."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()

@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import select
 
 from guard import digest
+from guard.config import Config
 from guard.cycle import Guard, run_cycle
 from guard.model import ManualClock
 from guard.pricing import PriceBook
 from guard.reports import inventory_for
 from guard.sim import Simulator
-from guard.store import OutboxRow
-from tests.factories import guard_for
+from guard.store import STORED_ENTRIES, OutboxRow, Store
+from tests.factories import guard_for, notebook
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 
@@ -164,6 +165,40 @@ def test_digest_lists_actions_since_the_last_digest_unowned_and_blind_spots(
         "*Running now*", "*Month to date*", "*Unowned*", "*Saved this month*",
     ]  # fmt: skip
     guard.store.close()
+
+
+def test_thousands_of_actions_are_counted_and_five_named(
+    clock: ManualClock, sqlite_store: Store
+) -> None:
+    """A first dry-run cycle over a big fleet records thousands of would-stops: the digest
+    counts them all (in the database) and names the latest five, and the stored cycle report
+    keeps the first `STORED_ENTRIES` with the total."""
+    now = clock.now()
+    for i in range(2_400):
+        sqlite_store.record_action(
+            notebook(now, f"nb-{i:04d}"), rule_id="idle", episode_id=None,
+            action="warn" if i % 2 else ("stop" if i % 3 else "delete"), mode="dry-run",
+            outcome="warned" if i % 2 else "dry-run", detail="", now=now,
+        )  # fmt: skip
+    cfg = Config.model_validate({})
+    d = digest.build(cfg, sqlite_store, now + timedelta(hours=1))
+    assert d["action_counts"] == {"delete dry-run": 400, "stop dry-run": 800}
+    assert d["actions_total"] == 1_200
+    assert [a["name"] for a in d["actions"]] == [f"nb-{i:04d}" for i in range(2390, 2400, 2)]
+    _, lines = digest.text(d)
+    assert "Since the last digest: delete dry-run 400; stop dry-run 800 (the latest 5:)" in lines
+    assert "• stop notebook/nb-2398: dry-run (rule idle)" in lines
+
+    entry = {"arn": "arn", "kind": "notebook", "name": "nb", "rule": "idle", "reason": "idle"}
+    report = {
+        "started_at": now.isoformat(), "finished_at": now.isoformat(),
+        "warned": [entry] * (STORED_ENTRIES + 1), "actions": [entry] * 3, "resolved": [],
+    }  # fmt: skip
+    sqlite_store.save_cycle(report, "dry-run")
+    stored = sqlite_store.last_cycle()
+    assert stored is not None
+    assert len(stored["warned"]) == STORED_ENTRIES and stored["warned_total"] == STORED_ENTRIES + 1
+    assert len(stored["actions"]) == 3 and "actions_total" not in stored
 
 
 @pytest.mark.parametrize("weekdays", ["1-5", "MON-FRI", "mon-fri"])

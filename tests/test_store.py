@@ -1,16 +1,23 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
 
 from guard.model import ActivitySource, Resource
 from guard.store import Base, Store, normalize_url, upgrade
+from guard.tables import head_revision
 from tests.factories import notebook
 
 
@@ -27,6 +34,48 @@ def test_migrations_match_models(db_url: str) -> None:
         diff = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def test_head_revision_is_alembics_head() -> None:
+    """`upgrade` skips Alembic when the database is at `head_revision`: the files' naming
+    convention it reads must give Alembic's own head."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    scripts = ScriptDirectory.from_config(cfg)
+    assert head_revision(MIGRATIONS) == scripts.get_current_head()
+    for script in scripts.walk_revisions():
+        assert Path(script.path).name.startswith(f"{script.revision}_"), script.path
+
+
+def _upgrade_in_a_new_process(url: str) -> bool:
+    """Run `upgrade(url)` in a fresh interpreter: whether it imported Alembic."""
+    code = (
+        "import sys; from guard.tables import upgrade; upgrade(sys.argv[1]); "
+        "print('alembic' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, url], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip() == "True"
+
+
+def test_upgrade_imports_alembic_only_when_there_is_something_to_apply(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'guard.db'}"
+    assert _upgrade_in_a_new_process(url) is True  # a new database: every migration
+    assert _upgrade_in_a_new_process(url) is False  # at head: nothing to do, nothing imported
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.downgrade(cfg, "-1")  # one migration behind
+    assert _upgrade_in_a_new_process(url) is True
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    assert version == head_revision(MIGRATIONS)
 
 
 def test_snapshot_roundtrip_keeps_utc_and_decimal(store: Store, clock) -> None:
@@ -194,6 +243,9 @@ def test_the_history_is_read_a_range_of_arns_at_a_time_and_warnings_can_be_left_
         store.record_action(res, rule_id="idle", episode_id=None, action=action, mode="enforce",
                             outcome=outcome, detail="", now=now)  # fmt: skip
     assert [a.action for a in store.audit(now)] == ["warn", "stop", "stop"]
-    assert [a.action for a in store.audit(now, warnings=False)] == ["stop", "stop"]
+    counts, latest = store.actions_summary(now - timedelta(seconds=1), now, latest=1)
+    assert counts == {"stop done": 1, "stop failed": 1}  # warnings left out, in order met
+    assert [(a.action, a.outcome) for a in latest] == [("stop", "failed")]
+    assert store.actions_summary(now, now + timedelta(hours=1), latest=5) == ({}, [])  # after
     done = store.actions_between(now, now, ("stop", "delete"), ("done", "dry-run"))
     assert [(a.action, a.outcome) for a in done] == [("stop", "done")]

@@ -1,0 +1,81 @@
+"""botocore's data files, loaded without what a daemon never reads.
+
+botocore decodes its JSON models into `OrderedDict`s, documentation included, and keeps them
+for the life of the process: SageMaker's model alone is ~9.4 MB of Python objects, of which
+the documentation strings and the OrderedDicts' own overhead are most; `endpoints.json`
+(every AWS service's endpoints in every partition) is another ~6.7 MB. The guard never shows a
+docstring and only ever makes clients of `SERVICES`, so its loader keeps plain dicts (ordered
+since Python 3.7, and all botocore asks of a mapping), empties the documentation strings, and
+keeps the endpoints of `SERVICES` only. Everything else is botocore's own data, unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import botocore.loaders
+
+# Every service `Aws.client` makes clients of (`Aws.client` refuses any other: its endpoints
+# would be missing from the trimmed endpoints data).
+SERVICES = frozenset(
+    {
+        "sagemaker",
+        "sts",
+        "resourcegroupstaggingapi",
+        "cloudwatch",
+        "logs",
+        "organizations",
+        "pricing",
+        "ce",
+        "s3",
+    }
+)
+_DOCUMENTATION = ("documentation", "documentationUrl")
+# botocore's file name extensions, in its order (botocore.loaders._JSON_OPEN_METHODS)
+_OPENERS: tuple[tuple[str, Callable[..., Any]], ...] = (
+    (".json", open),
+    (".json.gz", gzip.open),
+)
+
+
+def _without_documentation(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Emptied, not dropped: botocore reads some with [] (a client context parameter's). Only a
+    # string is documentation: a member named "documentation" is a dict ({"shape": ...}).
+    return {
+        key: "" if key in _DOCUMENTATION and isinstance(value, str) else value
+        for key, value in pairs
+    }
+
+
+class SlimJSONFileLoader:
+    """botocore's `JSONFileLoader` (its `exists` / `load_file` interface), decoding into
+    plain dicts without documentation, and trimming `endpoints.json` to `SERVICES`."""
+
+    def exists(self, file_path: str) -> bool:
+        return any(os.path.isfile(file_path + ext) for ext, _ in _OPENERS)
+
+    def load_file(self, file_path: str) -> Any:
+        for ext, opener in _OPENERS:
+            if os.path.isfile(file_path + ext):
+                with opener(file_path + ext, "rb") as fp:
+                    payload = fp.read().decode("utf-8")
+                data = json.loads(payload, object_pairs_hook=_without_documentation)
+                if os.path.basename(file_path) == "endpoints" and "partitions" in data:
+                    for partition in data["partitions"]:
+                        services = partition.get("services", {})
+                        partition["services"] = {
+                            name: services[name] for name in sorted(SERVICES) if name in services
+                        }
+                return data
+        return None
+
+
+def loader() -> botocore.loaders.Loader:
+    """A loader over botocore's usual search paths (`AWS_DATA_PATH` included), slim."""
+    paths = os.environ.get("AWS_DATA_PATH")
+    extra = [os.path.expanduser(p) for p in paths.split(os.pathsep)] if paths else None
+    return botocore.loaders.Loader(extra_search_paths=extra, file_loader=SlimJSONFileLoader())
