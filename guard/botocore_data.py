@@ -53,7 +53,7 @@ def _without_documentation(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 class SlimJSONFileLoader:
     """botocore's `JSONFileLoader` (its `exists` / `load_file` interface), decoding into
-    plain dicts without documentation, and trimming `endpoints.json` to `SERVICES`."""
+    plain dicts with the documentation emptied, and trimming `endpoints.json` to `SERVICES`."""
 
     def exists(self, file_path: str) -> bool:
         return any(os.path.isfile(file_path + ext) for ext, _ in _OPENERS)

@@ -927,7 +927,7 @@ class Store:
 
     def save_cycle(self, report: dict[str, Any], mode: str) -> None:
         """The report, with at most `STORED_ENTRIES` of its `warned`, `actions` and `resolved`
-        (and `<list>_total` where there were more): each is in the audit table anyway, and
+        (and `<list>_total` where there were more): each is in the audit or episodes table, and
         every reader of `last_cycle` (digest, readiness, metrics, findings) parses this row. A
         first cycle's 6,164 would-stops made it 4 MB, ~15 MB in memory at each read."""
         stored = dict(report)
