@@ -216,7 +216,7 @@ def test_a_batch_commits_once_and_only_its_own_thread_joins_it(store: Store, clo
     assert len(store.pending_messages()) == 2  # all or nothing
 
 
-def test_the_history_is_read_a_range_of_arns_at_a_time_and_warnings_can_be_left_out(
+def test_the_history_is_read_a_range_of_arns_at_a_time_and_actions_are_counted(
     store: Store, clock
 ) -> None:
     """`evidence_arn_ranges` cuts the ARNs into ranges that together hold each exactly once
