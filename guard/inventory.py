@@ -23,7 +23,7 @@ from guard.aws import AWS_ERRORS, error_text
 from guard.config import Account, Config
 from guard.kinds import KINDS, KindSpec, load
 from guard.model import Finding, Resource, ScanResult, parse_time
-from guard.scanning import ScanContext, Target
+from guard.scanning import ScanContext, TagReads, Target
 
 __all__ = [
     "Progress",
@@ -138,9 +138,10 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
                 log.exception("scan of %s in %s %s crashed", kind, label, region)
             target.errors.append(f"{label} {region} {kind}: scan failed: {why}")
         _advance(f"{label} {region} {kind}")
-    # The raw List* pages were kept for the kinds sharing a listing; the cycle needs only
-    # the resources made of them, and the target may wait a while to be saved.
+    # The raw List* pages and the tags were kept for the kinds sharing them; the cycle needs
+    # only the resources made of them, and the target may wait a while to be saved.
     target.listings.clear()
+    target.tags = TagReads()
     took = time.monotonic() - started
     if took >= SLOW_TARGET_SECONDS:
         log.info("scanned %s %s in %.0f s: %d resources", label, region, took,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from guard.aws import AWS_ERRORS, Aws, error_text, pages
+from guard.aws import AWS_ERRORS, Aws, pages
 from guard.config import Account, Config
 from guard.kinds import KindSpec
 from guard.model import Finding, Resource
@@ -46,6 +46,22 @@ class Target:
     listings: dict[tuple[str, tuple[tuple[str, Any], ...]], list[dict[str, Any]] | Exception] = (
         field(default_factory=dict)
     )
+    tags: TagReads = field(default_factory=lambda: TagReads())
+
+
+@dataclass
+class TagReads:
+    """The tags read in this scan of a target (`guard.scanners.shared.kind_tags`), kept as
+    {ARN: {key: value}} rather than as the API's pages: every kind reads from the one mapping,
+    and its resources share its dicts (the pages' per-tag {"Key", "Value"} dicts are dropped
+    as each page is read)."""
+
+    # by the ResourceTypeFilters of a shared paged read, or the error it failed with
+    by_type: dict[tuple[str, ...], dict[str, dict[str, str]] | Exception] = field(
+        default_factory=dict
+    )
+    asked: set[str] = field(default_factory=set)  # ARNs read by ARN in this scan
+    by_arn: dict[str, dict[str, str]] = field(default_factory=dict)  # and the tags found
 
 
 @dataclass(frozen=True)
@@ -99,32 +115,6 @@ def _listing_key(
     operation: str, params: Mapping[str, Any]
 ) -> tuple[str, tuple[tuple[str, Any], ...]]:
     return (operation, tuple(sorted(params.items())))
-
-
-def tags_or_error(
-    ctx: ScanContext, target: Target, spec: KindSpec
-) -> tuple[dict[str, dict[str, str]], str | None]:
-    """(tags by ARN, None), or ({}, why) when they cannot be read: without tags, exemptions,
-    snoozes and heartbeats are invisible, so the caller makes its resources unknown."""
-    try:
-        return fetch_tags(ctx, target, spec), None
-    except AWS_ERRORS as exc:
-        return {}, f"tags unavailable: {error_text(exc)}"
-
-
-def fetch_tags(ctx: ScanContext, target: Target, spec: KindSpec) -> dict[str, dict[str, str]]:
-    """Tags of every resource of a kind, 100 per call (ListTags would be one per resource)."""
-    client = ctx.aws.client(target.account, target.region, "resourcegroupstaggingapi")
-    tags: dict[str, dict[str, str]] = {}
-    for item in pages(
-        client,
-        "get_resources",
-        "ResourceTagMappingList",
-        ResourceTypeFilters=[spec.tagging_type],
-        ResourcesPerPage=100,
-    ):
-        tags[item["ResourceARN"]] = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
-    return tags
 
 
 def concurrently(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:

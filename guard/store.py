@@ -378,16 +378,28 @@ class Store:
             )
             return {arn: name for arn, name in s.execute(query)}
 
-    def known_details(self, kind: str, account: str, region: str) -> dict[str, dict[str, Any]]:
+    def known_details(
+        self, kind: str, account: str, region: str, arns: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Stored `details` per ARN of a kind in one account and region (gone ones included):
-        the cache that spares a Describe of what cannot have changed."""
+        the cache that spares a Describe of what cannot have changed. `arns`: only these
+        (a job kind's, whose rows are every job that ever ran: read whole, the cycle's
+        memory would grow with the fleet's past)."""
+        c = ResourceRow.__table__.c
+        where = (c.kind == kind, c.account == account, c.region == region)
+        # each row's JSON is decoded into a dict of its own: nothing to copy
         with self.session() as s:
-            query = select(ResourceRow.arn, ResourceRow.details).where(
-                ResourceRow.kind == kind,
-                ResourceRow.account == account,
-                ResourceRow.region == region,
-            )
-            return {arn: dict(details) for arn, details in s.execute(query) if details}
+            if arns is None:
+                query = select(c.arn, c.details).where(*where)
+                return {arn: details for arn, details in s.execute(query) if details}
+            found: dict[str, dict[str, Any]] = {}
+            wanted = sorted(set(arns))
+            for start in range(0, len(wanted), 500):  # bounded IN lists
+                query = select(c.arn, c.details).where(
+                    *where, c.arn.in_(wanted[start : start + 500])
+                )
+                found.update((arn, details) for arn, details in s.execute(query) if details)
+            return found
 
     # --- accrued spend ----------------------------------------------------------------
 

@@ -111,7 +111,9 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
         return
     tags, evidence_error = kind_tags(ctx, target, spec, ended)
 
-    known = ctx.store.known_details(spec.name, target.account_id, target.region)
+    known = ctx.store.known_details(
+        spec.name, target.account_id, target.region, listed_arns | ended.keys()
+    )
     _ended_jobs(ctx, client, target, spec, ended, known, tags)
     details, failed = _job_facts(client, spec, listed, known, target)
     utilization: dict[str, dict[str, float]] = {}

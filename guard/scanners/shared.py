@@ -41,16 +41,13 @@ RECENT = timedelta(minutes=5)
 
 # --- tags ------------------------------------------------------------------------------------
 
-_BY_TYPE = "get_resources"  # target.listings key of the shared paged read: (this, types)
-_ASKED = ("get_resources", (("ResourceARNList", "asked"),))  # ARNs read by ARN this scan
-_FOUND = ("get_resources", (("ResourceARNList", "found"),))  # and the tags found for them
-
 
 def kind_tags(
     ctx: ScanContext, target: Target, spec: KindSpec, arns: Iterable[str] = ()
 ) -> tuple[dict[str, dict[str, str]], str | None]:
     """(tags by ARN, None), or ({}, why) when they cannot be read: without tags, exemptions,
-    snoozes and heartbeats are invisible, so the caller makes its resources unknown.
+    snoozes and heartbeats are invisible, so the caller makes its resources unknown. The
+    mapping may be shared with the target's other kinds: read it, never change it.
 
     `arns`: for a kind listing only part of its type (`list_params`), the ARNs it needs beyond
     its listing (e.g. jobs that ran at the last snapshot and ended since); for any other kind,
@@ -81,21 +78,20 @@ def _by_type(
     the first kind of the target asked, maybe before this kind's listing: a resource created
     since the cycle began (`RECENT`: clocks differ) and not in them may have come too late for
     them, so its tags are read by its ARN (never judged without its exemption for being new)."""
-    types = sorted({kind.tagging_type for kind in _enabled(ctx, spec) if not kind.list_params})
-    key = (_BY_TYPE, (("ResourceTypeFilters", tuple(types)),))
-    if key not in target.listings:
+    types = tuple(sorted({k.tagging_type for k in _enabled(ctx, spec) if not k.list_params}))
+    kept = target.tags.by_type
+    if types not in kept:
         client = ctx.aws.client(target.account, target.region, "resourcegroupstaggingapi")
         try:
-            target.listings[key] = list(
+            kept[types] = _mapping(
                 pages(client, "get_resources", "ResourceTagMappingList",
-                      ResourceTypeFilters=types, ResourcesPerPage=PAGE)
+                      ResourceTypeFilters=list(types), ResourcesPerPage=PAGE)
             )  # fmt: skip
         except AWS_ERRORS as exc:
-            target.listings[key] = exc  # every kind sharing it is unknown, uncalled
-    found = target.listings[key]
-    if isinstance(found, Exception):
-        raise found
-    tags = _mapping(found)  # other kinds' ARNs too: callers look up their own
+            kept[types] = exc  # every kind sharing it is unknown, uncalled
+    tags = kept[types]  # other kinds' ARNs too: callers look up their own
+    if isinstance(tags, Exception):
+        raise tags
     since = ctx.now - RECENT
     client = ctx.aws.client(target.account, target.region, "sagemaker")
     recent |= {
@@ -104,9 +100,7 @@ def _by_type(
         if spec.arn_field in item and (utc(item.get("CreationTime")) or ctx.now) >= since
     }
     recent -= tags.keys()
-    if recent:
-        tags.update(tags_of(ctx, target, recent))
-    return tags
+    return {**tags, **tags_of(ctx, target, recent)} if recent else tags
 
 
 def _by_arn(
@@ -118,7 +112,7 @@ def _by_arn(
     client = ctx.aws.client(target.account, target.region, "sagemaker")
     wanted = set(extra) | {item[spec.arn_field] for item in list_all(client, target, spec)}
     pooled = set(wanted)
-    if _ASKED not in target.listings:
+    if not target.tags.asked:
         for kind in _enabled(ctx, spec):
             if kind.list_params and kind is not spec:
                 # a failed listing fails that kind's own scan (it is kept), not this one
@@ -134,27 +128,21 @@ def tags_of(
     ARN once per scan of `target`; `also`: ARNs read in the same batches for later askers.
     A failure is raised (and nothing kept: they are asked again by the next caller)."""
     wanted = set(arns)
-    asked = {item["ResourceARN"] for item in _kept(target, _ASKED)}
-    todo = sorted((wanted | set(also)) - asked)
+    kept = target.tags
+    todo = sorted((wanted | set(also)) - kept.asked)
     if todo:
         tagging = ctx.aws.client(target.account, target.region, "resourcegroupstaggingapi")
-        found: list[dict[str, Any]] = []
+        found: dict[str, dict[str, str]] = {}
         for first in range(0, len(todo), PAGE):
             # ResourceARNList takes no paging parameters: up to 100 ARNs, all in one answer
-            found.extend(
-                pages(tagging, "get_resources", "ResourceTagMappingList",
-                      ResourceARNList=todo[first : first + PAGE])
+            found.update(
+                _mapping(pages(tagging, "get_resources", "ResourceTagMappingList",
+                               ResourceARNList=todo[first : first + PAGE]))
             )  # fmt: skip
         # Kept only when every batch was read: a failure leaves them to be asked again.
-        target.listings[_FOUND] = [*_kept(target, _FOUND), *found]
-        target.listings[_ASKED] = [*_kept(target, _ASKED), *({"ResourceARN": a} for a in todo)]
-    target.listings.setdefault(_ASKED, [])
-    return {a: t for a, t in _mapping(_kept(target, _FOUND)).items() if a in wanted}
-
-
-def _kept(target: Target, key: Any) -> list[dict[str, Any]]:
-    found = target.listings.get(key, [])
-    return found if isinstance(found, list) else []
+        kept.by_arn.update(found)
+        kept.asked.update(todo)
+    return {arn: kept.by_arn[arn] for arn in wanted if arn in kept.by_arn}
 
 
 # --- a slower cadence --------------------------------------------------------------------------

@@ -168,7 +168,9 @@ def _tuning_jobs(
     tags: Mapping[str, dict[str, str]],
     evidence_error: str | None,
 ) -> None:
-    known = ctx.store.known_details(spec.name, target.account_id, target.region)
+    known = ctx.store.known_details(
+        spec.name, target.account_id, target.region, [job[spec.arn_field] for job in listed]
+    )
     facts = {
         arn: known[arn]
         for job in listed
