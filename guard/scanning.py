@@ -30,6 +30,21 @@ METRIC_POINTS_PER_CALL = 100_800  # GetMetricData's limit on datapoints returned
 
 
 @dataclass
+class TagReads:
+    """The tags read in this scan of a target (`guard.scanners.shared.kind_tags`), kept as
+    {ARN: {key: value}} rather than as the API's pages: every kind reads from the one mapping,
+    and its resources share its dicts (the pages' per-tag {"Key", "Value"} dicts are dropped
+    as each page is read)."""
+
+    # by the ResourceTypeFilters of a shared paged read, or the error it failed with
+    by_type: dict[tuple[str, ...], dict[str, dict[str, str]] | Exception] = field(
+        default_factory=dict
+    )
+    asked: set[str] = field(default_factory=set)  # ARNs read by ARN in this scan
+    by_arn: dict[str, dict[str, str]] = field(default_factory=dict)  # and the tags found
+
+
+@dataclass
 class Target:
     """One account in one region, and what its scan found."""
 
@@ -46,22 +61,7 @@ class Target:
     listings: dict[tuple[str, tuple[tuple[str, Any], ...]], list[dict[str, Any]] | Exception] = (
         field(default_factory=dict)
     )
-    tags: TagReads = field(default_factory=lambda: TagReads())
-
-
-@dataclass
-class TagReads:
-    """The tags read in this scan of a target (`guard.scanners.shared.kind_tags`), kept as
-    {ARN: {key: value}} rather than as the API's pages: every kind reads from the one mapping,
-    and its resources share its dicts (the pages' per-tag {"Key", "Value"} dicts are dropped
-    as each page is read)."""
-
-    # by the ResourceTypeFilters of a shared paged read, or the error it failed with
-    by_type: dict[tuple[str, ...], dict[str, dict[str, str]] | Exception] = field(
-        default_factory=dict
-    )
-    asked: set[str] = field(default_factory=set)  # ARNs read by ARN in this scan
-    by_arn: dict[str, dict[str, str]] = field(default_factory=dict)  # and the tags found
+    tags: TagReads = field(default_factory=TagReads)
 
 
 @dataclass(frozen=True)
