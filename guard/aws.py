@@ -221,6 +221,7 @@ class Aws:
         self._lock = threading.Lock()
         self._own_account: str | None = None
         self._verified: dict[str, str] = {}  # configured id -> id the credentials belong to
+        self._verifying: dict[str, threading.Lock] = {}  # by configured id ("": the default)
 
     def client(self, account: Account | None, region: str, service: str) -> Any:
         if service not in botocore_data.SERVICES:  # its endpoints are not in the slim data
@@ -281,20 +282,19 @@ class Aws:
         """The id resources of `account` are reported under. A configured account's id is
         checked once per process against who its credentials belong to (STS
         GetCallerIdentity): a mismatch raises `AccountMismatch` rather than mislabel."""
-        if account is None:
-            with self._lock:
-                cached = self._own_account
-            if cached is None:
-                cached = self._caller_account(None, region)
-                with self._lock:
-                    self._own_account = cached
-            return cached
+        # One GetCallerIdentity per account: an account's regions are scanned at once, and
+        # each would otherwise ask while the first answer is on its way.
         with self._lock:
+            gate = self._verifying.setdefault(account.id if account else "", threading.Lock())
+        if account is None:
+            with gate:
+                own = self._own_account or self._caller_account(None, region)
+                self._own_account = own
+                return own
+        with gate:
             actual = self._verified.get(account.id)
-        if actual is None:
-            actual = self._caller_account(account, region)
-            with self._lock:
-                self._verified[account.id] = actual
+            if actual is None:
+                actual = self._verified[account.id] = self._caller_account(account, region)
         if actual != account.id:
             how = f"role {account.role_arn}" if account.role_arn else "the default credentials"
             raise AccountMismatch(

@@ -5,6 +5,7 @@ answer was lost settled once by the next cycle's reconcile."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from guard.aws import AWS_ERRORS, Aws, error_text
-from guard.config import Config, Secrets
+from guard.config import Account, Config, Secrets
 from guard.cycle import Guard, run_cycle
 from guard.model import ManualClock
 from guard.sim import Simulator
@@ -96,6 +97,28 @@ def test_each_fault_kind_is_one_line_naming_operation_account_and_region(
     assert text.startswith(f"{LIST} in {ACCOUNT}/us-east-1: "), text
     assert KINDS[kind] in text, text
     assert aws.counter.errors() == {LIST: 1}  # once: a connection failure used to be a TypeError
+
+
+def test_an_accounts_regions_scanned_at_once_verify_it_with_one_call(aws_env: Simulator) -> None:
+    """An account's regions are scanned at once: each thread but the first waits for its
+    GetCallerIdentity (slowed here, so that all of them ask while it is on its way) rather
+    than asking too. A failed answer is not kept: the next caller asks again."""
+    aws = fast_aws()
+    aws_env.slow("sts:GetCallerIdentity", seconds=0.3)
+    configured = Account(id=ACCOUNT, name="platform")
+    asks = [(who, region) for who in (None, configured) for region in ("us-east-1", "us-west-2")]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda ask: aws.account_id(*ask), asks * 2))
+    assert ids == [ACCOUNT] * 8
+    assert aws.counter.snapshot() == {"sts:GetCallerIdentity": 2}  # the default and the one
+
+    aws_env.heal()
+    aws = fast_aws()
+    aws_env.inject("denied", "sts:GetCallerIdentity", times=1)
+    with pytest.raises(AWS_ERRORS):
+        aws.account_id(configured, "us-east-1")
+    assert aws.account_id(configured, "us-west-2") == ACCOUNT
+    assert aws.counter.snapshot() == {"sts:GetCallerIdentity": 2}
 
 
 def test_connection_refused_and_missing_credentials_are_one_line(
