@@ -393,11 +393,8 @@ class Store:
                 query = select(c.arn, c.details).where(*where)
                 return {arn: details for arn, details in s.execute(query) if details}
             found: dict[str, dict[str, Any]] = {}
-            wanted = sorted(set(arns))
-            for start in range(0, len(wanted), 500):  # bounded IN lists
-                query = select(c.arn, c.details).where(
-                    *where, c.arn.in_(wanted[start : start + 500])
-                )
+            for chunk in _arn_chunks(arns):
+                query = select(c.arn, c.details).where(*where, c.arn.in_(chunk))
                 found.update((arn, details) for arn, details in s.execute(query) if details)
             return found
 
@@ -1132,11 +1129,10 @@ class Store:
     def resources_by_arn(self, arns: Collection[str]) -> dict[str, Resource]:
         """The latest snapshot of each of these resources (gone ones too)."""
         found: dict[str, Resource] = {}
-        wanted = sorted(set(arns))
         table = ResourceRow.__table__
         with self.session() as s:  # Core rows: no ORM object per resource kept in the session
-            for start in range(0, len(wanted), 500):  # bounded IN lists
-                query = select(table).where(table.c.arn.in_(wanted[start : start + 500]))
+            for chunk in _arn_chunks(arns):
+                query = select(table).where(table.c.arn.in_(chunk))
                 found.update(
                     (row.arn, row_to_resource(cast(ResourceRow, row))) for row in s.execute(query)
                 )
@@ -1145,11 +1141,10 @@ class Store:
     def names_by_arn(self, arns: Collection[str]) -> dict[str, tuple[str, str]]:
         """arn -> (kind, name) of these resources (gone ones too), without their details."""
         found: dict[str, tuple[str, str]] = {}
-        wanted = sorted(set(arns))
         c = ResourceRow.__table__.c
         with self.session() as s:
-            for start in range(0, len(wanted), 500):  # bounded IN lists
-                query = select(c.arn, c.kind, c.name).where(c.arn.in_(wanted[start : start + 500]))
+            for chunk in _arn_chunks(arns):
+                query = select(c.arn, c.kind, c.name).where(c.arn.in_(chunk))
                 found.update((arn, (kind, name)) for arn, kind, name in s.execute(query))
         return found
 
@@ -1379,6 +1374,14 @@ _STORED = (
 )  # fmt: skip
 
 
+def _arn_chunks(arns: Collection[str]) -> Iterator[list[str]]:
+    """The distinct ARNs, sorted, `_CHUNK_IN` at a time: bounded IN lists (SQLite caps a
+    statement's parameters; Postgres plans a huge IN list slowly)."""
+    wanted = sorted(set(arns))
+    for start in range(0, len(wanted), _CHUNK_IN):
+        yield wanted[start : start + _CHUNK_IN]
+
+
 def _by_arn(table: Table, values: Sequence[str]) -> Any:
     """UPDATE `table` ... WHERE arn = :k_arn, for an executemany of `values` columns."""
     return (
@@ -1523,13 +1526,13 @@ def _mark_gone(
         }
         _add_accruals(s, spent, policy.tz)
     del gone
-    for start in range(0, len(went), _CHUNK_IN):
+    for chunk in _arn_chunks(went):
         rows, keys = [], []
         for arn, instance_type, last_activity, source, tags in s.execute(
             select(
                 table.c.arn, table.c.instance_type, table.c.last_activity,
                 table.c.activity_source, table.c.tags,
-            ).where(table.c.arn.in_(went[start : start + _CHUNK_IN]))
+            ).where(table.c.arn.in_(chunk))
         ):  # fmt: skip
             values = {
                 "status": "Gone", "running": False, "instance_type": instance_type,
@@ -1628,16 +1631,13 @@ def _add_accruals(s: Session, spent: dict[str, list[accrual.Span]], tz: ZoneInfo
     if not totals:
         return
     days = {day for _, day in totals}
-    arns = sorted({arn for arn, _ in totals})
     table = cast(Table, AccrualRow.__table__)
     # the keys of these resources only: a chunk of a snapshot never reads the whole day
     have = {
         (arn, day)
-        for start in range(0, len(arns), _CHUNK_IN)
+        for chunk in _arn_chunks({arn for arn, _ in totals})
         for arn, day in s.execute(
-            select(table.c.arn, table.c.day).where(
-                table.c.day.in_(days), table.c.arn.in_(arns[start : start + _CHUNK_IN])
-            )
+            select(table.c.arn, table.c.day).where(table.c.day.in_(days), table.c.arn.in_(chunk))
         )
     }
     added, grown = [], []

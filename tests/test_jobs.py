@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import event
 
 from guard.cli import main
 from guard.cycle import Guard, run_cycle
@@ -282,6 +283,35 @@ def test_steady_cycle_describes_no_job_twice_and_pages_the_listing(
         "gpu/3600": 50.0
     }
     assert steady["warned"] == []
+
+
+def test_a_job_scan_reads_the_stored_facts_of_its_listed_and_just_ended_jobs_only(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    """Every job that ever ran keeps its row (and its facts) in the database: a scan reads the
+    facts of the jobs it lists and of those that ended since the last one, by ARN, never the
+    kind's whole history, whose size only grows."""
+    names = sim.add_job_fleet(30, gpu=50.0, metric_span=timedelta(hours=2))
+    guard = make_guard(clock, db_url, STALLED_GPU)
+    assert run_cycle(guard)["resources"] == 30
+    reads: list[list[str]] = []  # the ARNs bound in each read of training jobs' details
+
+    @event.listens_for(guard.store.engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        flat = params.values() if isinstance(params, dict) else params
+        if "resources.details" in statement and "training_job" in list(flat):
+            reads.append([p for p in flat if isinstance(p, str) and p.startswith("arn:")])
+
+    for name in names[:25]:
+        sim.finish_job("training_job", name)
+    clock.advance(timedelta(minutes=5))
+    assert run_cycle(guard)["errors"] == []  # 5 still running, 25 ended since the last scan
+    assert [len(arns) for arns in reads] == [30]
+    reads.clear()
+    clock.advance(timedelta(minutes=5))
+    assert run_cycle(guard)["errors"] == []  # the 25 are history now: the 5 only
+    assert [len(arns) for arns in reads] == [5]
+    assert len(guard.store.resources(include_gone=True)) == 30
 
 
 def test_inventory_json_shows_jobs_with_price_and_evidence(

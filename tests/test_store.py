@@ -115,22 +115,24 @@ def test_failed_region_does_not_make_resources_gone(store: Store, clock) -> None
 
 
 def test_known_details_of_named_arns_only_gone_ones_included(store: Store, clock) -> None:
-    """The describe cache of a job kind is read for the ARNs a scan names, in bounded IN
-    lists, not for every job that ever ran; gone ones still answer (an ended job's facts)."""
+    """The describe cache of a job kind is read for the ARNs a scan names, not for every job
+    that ever ran; gone ones still answer (an ended job's facts). 2,300 names: three IN lists."""
     now = clock.now()
     scanned = {("123456789012", "us-east-1", "notebook")}
-    many = [notebook(now, f"nb-{i:04d}", details={"n": i}) for i in range(1_203)]
+    many = [notebook(now, f"nb-{i:04d}", details={"n": i}) for i in range(2_203)]
     many.append(notebook(now, "bare"))  # no details: not in the cache
     store.save_snapshot(many, scanned, now)
     store.save_snapshot(many[1:], scanned, now + timedelta(minutes=5))  # nb-0000 is gone
     arns = [r.arn for r in many]
 
     every = store.known_details("notebook", "123456789012", "us-east-1")
-    assert len(every) == 1_203 and every[arns[0]] == {"n": 0}
-    wanted = [arns[0], *arns[500:1_202:2], arns[-1], "arn:aws:sagemaker:us-east-1:1:x/none"]
+    assert len(every) == 2_203 and every[arns[0]] == {"n": 0}
+    absent = [f"arn:aws:sagemaker:us-east-1:1:x/none-{i}" for i in range(96)]
+    assert store.known_details("notebook", "123456789012", "us-east-1", arns + absent) == every
+    wanted = [arns[0], *arns[500:2_202:2], arns[-1], *absent]
     named = store.known_details("notebook", "123456789012", "us-east-1", wanted)
     assert named == {arn: every[arn] for arn in wanted if arn in every}
-    assert len(named) == 1 + 351  # the gone one and every other of 500..1201
+    assert len(named) == 1 + 851  # the gone one and every other of 500..2201
     assert store.known_details("notebook", "123456789012", "us-west-2", arns) == {}
     assert store.known_details("notebook", "123456789012", "us-east-1", []) == {}
 
