@@ -155,17 +155,23 @@ def aws_failure(exc: BaseException) -> str:
 
 def expected_failure(exc: BaseException) -> Failure | None:
     """The sentence and exit code for an expected failure; None for a bug."""
-    from alembic.util.exc import CommandError
     from slack_sdk.errors import SlackClientError
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
     from guard.aws import AWS_ERRORS
+    from guard.tables import MigrationFailed, MigrationKilled
 
     cfg = _root_obj().get("cfg")
     url = cfg.database_url if cfg is not None else ""
     if isinstance(exc, (OperationalError, DBAPIError, ArgumentError, NoSuchModuleError)):
         return Failure(database_failure(url, exc), EXIT_DATABASE)
-    if isinstance(exc, CommandError):
+    if isinstance(exc, MigrationKilled):
+        return Failure(
+            f"cannot migrate the database: {exc}. Each migration is applied whole or not at "
+            "all: start again to finish it.",
+            EXIT_DATABASE,
+        )
+    if isinstance(exc, MigrationFailed):
         return Failure(f"cannot migrate the database: {exc}. Check database_url.", EXIT_DATABASE)
     if isinstance(exc, AWS_ERRORS):
         return Failure(aws_failure(exc), EXIT_AWS)

@@ -1,7 +1,8 @@
 """One cycle: scan -> save -> evaluate -> act -> notify, returning a report.
 
-The scan is taken an (account, region) at a time: each target is saved and judged, then
-dropped, so a cycle's memory follows the largest target, not the fleet (`_judge`).
+The scan is taken a kind of an (account, region) at a time, as each is listed: each part is
+saved and judged, then dropped, so a cycle's memory follows the largest kind of a target,
+not the fleet (`_judge`).
 
 The cycle holds the database's cycle lock, so two replicas never act twice. Everything it
 needs arrives in one `Guard` bundle (config, clock, clients, store); it never reads the
@@ -252,29 +253,48 @@ def _kind_entry() -> dict[str, Any]:
 
 
 @dataclass
+class _Part:
+    """What one part of the scan gave the cycle (`_Seen.settle` puts the parts in order)."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    for_budgets: list[Resource] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+
+
+@dataclass
 class _Seen:
-    """What a cycle keeps of its scan once each target is saved and judged: the decisions,
+    """What a cycle keeps of its scan once each part is saved and judged: the decisions,
     the resources a budget could act on, counts for the report; not the fleet."""
 
     episodes: dict[tuple[str, str], Episode]
     snoozes: dict[str, datetime]
+    # Filled by `settle` once every part is in, in the scan's order (`ScanResult.order`):
+    # parts are judged as they come, whichever target finishes first, but a cycle's
+    # decisions, errors and messages come in the same order every time.
     decisions: list[Decision] = field(default_factory=list)
     for_budgets: list[Resource] = field(default_factory=list)  # budgets.may_decide
     errors: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    scanned: set[tuple[str, str, str]] = field(default_factory=set)
     cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    parts: dict[tuple[int, int], _Part] = field(default_factory=dict)  # by order, until then
+    scanned: set[tuple[str, str, str]] = field(default_factory=set)
     count: int = 0
     by_kind: defaultdict[str, dict[str, Any]] = field(
         default_factory=lambda: defaultdict(_kind_entry)
     )
     prices: dict[str, Any] | None = None  # prices_report summed over the targets
 
+    def part(self, order: tuple[int, int]) -> _Part:
+        return self.parts.setdefault(order, _Part())
+
     def add(self, batch: ScanResult, book: PriceBook) -> None:
-        self.errors.extend(batch.errors)
-        self.findings.extend(batch.findings)
+        out = self.part(batch.order)
+        out.errors += batch.errors
+        out.findings += batch.findings
+        out.cursors += batch.cursors
         self.scanned |= batch.scanned
-        self.cursors.extend(batch.cursors)
         self.count += len(batch.resources)
         for res in batch.resources:
             entry = self.by_kind[res.kind]
@@ -300,12 +320,24 @@ class _Seen:
         resources: list[Resource],
         now: datetime,
         learned: dict[str, UsagePattern] | None,
+        order: tuple[int, int],
     ) -> None:
-        self.decisions += evaluate(resources, self.episodes, self.snoozes, guard.cfg, now, learned)
+        part = self.part(order)
+        part.decisions += evaluate(resources, self.episodes, self.snoozes, guard.cfg, now, learned)
         if guard.cfg.budgets:
-            self.for_budgets += [
+            part.for_budgets += [
                 r for r in resources if budgets.may_decide(guard.cfg, r, self.episodes)
             ]
+
+    def settle(self) -> None:
+        """Every part is in: what they gave, in the scan's order."""
+        for _, part in sorted(self.parts.items()):
+            self.decisions += part.decisions
+            self.for_budgets += part.for_budgets
+            self.errors += part.errors
+            self.findings += part.findings
+            self.cursors += part.cursors
+        self.parts.clear()
 
     def prices_report(self, book: PriceBook, refreshed: RefreshResult | None) -> dict[str, Any]:
         report = prices_report(book, [], refreshed)
@@ -316,10 +348,11 @@ class _Seen:
 
 
 def _judge(guard: Guard, scanned: _Scanned, started: datetime) -> _Seen:
-    """Save and judge the scan a target at a time: each target's resources are written to
-    the snapshot (`Store.snapshot`: its own transaction) and run through the rules, then
+    """Save and judge the scan a part (a kind of a target) at a time, as the scan hands them
+    over: each part's resources are run through the rules and written to the snapshot
+    (`Store.snapshot`: a transaction per save; small parts are saved together), then
     dropped; what the rules decided is kept. The snapshot is finished (gone marks, listing
-    times) once every target is in. Episodes and snoozes change only under the cycle lock,
+    times) once every part is in. Episodes and snoozes change only under the cycle lock,
     which this cycle holds: read once."""
     cfg, store, clock = guard.cfg, guard.store, guard.clock
     now = clock.now()
@@ -330,28 +363,41 @@ def _judge(guard: Guard, scanned: _Scanned, started: datetime) -> _Seen:
     learning = any(rule.schedule == LEARNED for rule in cfg.rules) and (
         guard.learned is None or guard.learned[0] != now.astimezone(cfg.tz).date()
     )
-    held: list[Resource] = []
+    held: list[tuple[tuple[int, int], list[Resource]]] = []
+    # Parts are saved a whole chunk (`Store.snapshot_chunk`) at a time: a kind with a few
+    # resources in one account and region costs no statements of its own, so a cycle's
+    # statements follow its resources, not kinds x targets.
+    unsaved: list[Resource] = []
     batches = scanned.batches
     try:
         for batch in batches:
-            snapshot.add(batch.resources)
+            unsaved += batch.resources
+            if len(unsaved) >= store.snapshot_chunk:  # whole chunks; the rest waits
+                cut = len(unsaved) - len(unsaved) % store.snapshot_chunk
+                snapshot.add(unsaved[:cut])
+                del unsaved[:cut]
             seen.add(batch, scanned.prices)
             if learning:
-                held += batch.resources
+                held.append((batch.order, batch.resources))
             else:
                 now = clock.now()
-                seen.judge(guard, batch.resources, now, _learned(guard, now))
+                seen.judge(guard, batch.resources, now, _learned(guard, now), batch.order)
             del batch
+        if unsaved:
+            snapshot.add(unsaved)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:  # a generator: stop scanning ahead if saving failed
             close()
     snapshot.finish(seen.scanned)
-    for account, region, source, at in seen.cursors:
-        store.set_scan_cursor(account, region, source, at)
     if learning:
         now = clock.now()
-        seen.judge(guard, held, now, _learned(guard, now))
+        learned = _learned(guard, now)
+        for order, resources in held:
+            seen.judge(guard, resources, now, learned, order)
+    seen.settle()
+    for account, region, source, at in seen.cursors:
+        store.set_scan_cursor(account, region, source, at)
     return seen
 
 

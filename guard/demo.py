@@ -90,6 +90,19 @@ RULES: list[dict[str, object]] = [
 
 
 @contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """The story is told in the panels: the guard's INFO lines are off while it runs, and back
+    as they were after (a process that goes on, like a test worker, keeps its logging)."""
+    logger = logging.getLogger("guard")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _isolated_environment() -> Iterator[None]:
     """The demo ignores the caller's Slack secrets and COST_GUARD_* settings: it is a sandbox."""
     hidden = {
@@ -119,9 +132,9 @@ def run_demo(
     simulated account still up, until `until` is set (Ctrl-C)."""
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(width=120)  # logs and CI: wide enough for the tables
-    logging.getLogger("guard").setLevel(logging.WARNING)  # the story is told in the panels
     clock = ManualClock(START)
     with (
+        _quiet_logs(),
         _isolated_environment(),
         tempfile.TemporaryDirectory() as tmp,
         Simulator(clock) as sim,

@@ -28,7 +28,10 @@ from collections import Counter
 
 ENV = "COST_GUARD_FAILPOINT"
 
-# Every point placed in the code, in the order a cycle reaches them.
+# Before any cycle: at start, in the migration child (tests/test_store.py, tests/test_cli.py).
+START_POINTS = ("migration-after-step",)  # migrations/env.py: one migration applied
+
+# Every point a cycle reaches, in that order (tests/test_crash.py kills a cycle at each).
 POINTS = (
     "action-after-intent",  # guard/actions.py: the *intended* row is committed
     "action-after-describe",  # guard/actions.py: the live describe passed, nothing sent yet

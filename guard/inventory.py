@@ -12,9 +12,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from queue import SimpleQueue
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,7 +23,7 @@ from guard.aws import AWS_ERRORS, error_text
 from guard.config import Account, Config
 from guard.kinds import KINDS, KindSpec, load
 from guard.model import Finding, Resource, ScanResult, parse_time
-from guard.scanning import ScanContext, TagReads, Target
+from guard.scanning import ScanContext, Target
 
 __all__ = [
     "Progress",
@@ -70,7 +70,7 @@ def _advance(what: str) -> None:
 def scan(ctx: ScanContext) -> ScanResult:
     """Scan every (account, region) concurrently; one failing never stops the others."""
     result = ScanResult()
-    for target in scan_targets(ctx):
+    for target in sorted(scan_targets(ctx), key=lambda part: part.order):
         result.resources.extend(target.resources)
         result.errors.extend(target.errors)
         result.scanned |= target.scanned
@@ -79,32 +79,58 @@ def scan(ctx: ScanContext) -> ScanResult:
     return result
 
 
-def scan_targets(ctx: ScanContext) -> Iterator[ScanResult]:
-    """`scan`, one (account, region) at a time, in order, as each is done: the cycle saves
-    and judges each before the next, so it never holds the whole fleet. At most two targets
-    per worker are scanned ahead of the consumer (a slow database never piles them up)."""
+def scan_targets(ctx: ScanContext) -> Generator[ScanResult, None, None]:
+    """`scan`, a kind of one (account, region) at a time, as each is done, whichever target it
+    is from: the cycle judges each part (and saves it, with others once they make a chunk)
+    before taking the next, so it holds neither the fleet nor even whole targets (an account
+    and region of 12,000 resources is handed over a kind at a time). Each part carries its
+    place in the scan (`ScanResult.order`), for the cycle to keep what it decides in a fixed
+    order. At most two targets per worker are scanned ahead of the consumer (a slow database
+    never piles them up)."""
     accounts: list[Account | None] = list(ctx.cfg.accounts) or [None]
-    jobs = iter([(account, region) for account in accounts for region in ctx.cfg.regions])
+    jobs = enumerate([(account, region) for account in accounts for region in ctx.cfg.regions])
     total = len(ctx.cfg.accounts or [None]) * len(ctx.cfg.regions)
     for progress in _progress[-1:]:
         progress.start(total * len(ctx.cfg.kinds))
     workers = max(1, min(MAX_SCAN_WORKERS, total))
+    # (target, part) as the workers hand them over; (target, None) once a target is done
+    parts: SimpleQueue[tuple[int, ScanResult | None]] = SimpleQueue()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        ahead: deque[Future[Target]] = deque(
-            pool.submit(_scan_target, ctx, *job) for job in itertools.islice(jobs, 2 * workers)
-        )
-        while ahead:
-            target = ahead.popleft().result()
-            if (job := next(jobs, None)) is not None:
-                ahead.append(pool.submit(_scan_target, ctx, *job))
-            yield ScanResult(
-                resources=target.resources, errors=target.errors, scanned=target.scanned,
-                cursors=target.cursors, findings=target.findings,
-            )  # fmt: skip
-            del target
+        running: dict[int, Future[None]] = {}
+
+        def start(n: int, job: tuple[Account | None, str]) -> None:
+            def work() -> None:
+                try:
+                    _scan_target(ctx, n, *job, lambda part: parts.put((n, part)))
+                finally:
+                    parts.put((n, None))  # always: the consumer waits for it
+
+            running[n] = pool.submit(work)
+
+        for n, job in itertools.islice(jobs, 2 * workers):
+            start(n, job)
+        try:
+            while running:
+                n, part = parts.get()
+                if part is None:
+                    running.pop(n).result()  # the database failed in the worker: cycle fails
+                    if (next_job := next(jobs, None)) is not None:
+                        start(*next_job)
+                    continue
+                yield part
+                del part  # not held while the next part is awaited
+        finally:  # the cycle stopped taking parts (it failed): start no other target
+            pool.shutdown(cancel_futures=True)
 
 
-def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Target:
+def _scan_target(
+    ctx: ScanContext,
+    position: int,
+    account: Account | None,
+    region: str,
+    hand_over: Callable[[ScanResult], None],
+) -> None:
+    """Scan one target, handing each kind's part over as soon as it is done."""
     label = account.name or account.id if account else "default account"
     started = time.monotonic()
     try:
@@ -112,23 +138,22 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
     except AWS_ERRORS as exc:
         for kind in ctx.cfg.kinds:
             _advance(f"{label} {region} {kind}")
-        return Target(
-            account, "?", region, errors=[f"{label} {region}: cannot reach: {error_text(exc)}"]
-        )
+        why = f"{label} {region}: cannot reach: {error_text(exc)}"
+        hand_over(ScanResult(errors=[why], order=(position, 0)))
+        return
     target = Target(account, account_id, region)
-    for kind in ctx.cfg.kinds:
-        before = (len(target.resources), len(target.findings), len(target.cursors))
+    count = 0
+    for place, kind in enumerate(ctx.cfg.kinds):
         try:
             spec = KINDS[kind]
             scanner(spec)(ctx, target, spec)
-            target.findings.extend(ignored_time_tags(ctx.cfg, target.resources[before[0] :]))
+            target.findings.extend(ignored_time_tags(ctx.cfg, target.resources))
         except SQLAlchemyError:
             raise  # the database failed (an outage), not this scan: the whole cycle fails
         except Exception as exc:
             # Nothing of this kind here is judged this cycle: drop what the scan had found so
             # far and keep the kind out of `scanned`, so nothing is marked gone either.
-            del target.resources[before[0] :], target.findings[before[1] :]
-            del target.cursors[before[2] :]
+            target.resources, target.findings, target.cursors = [], [], []
             target.scanned.discard((account_id, region, kind))
             if isinstance(exc, AWS_ERRORS):
                 why = error_text(exc)
@@ -137,16 +162,12 @@ def _scan_target(ctx: ScanContext, account: Account | None, region: str) -> Targ
                 why = f"internal error {type(exc).__name__}: {exc}"
                 log.exception("scan of %s in %s %s crashed", kind, label, region)
             target.errors.append(f"{label} {region} {kind}: scan failed: {why}")
+        count += len(target.resources)
+        hand_over(target.take((position, place)))
         _advance(f"{label} {region} {kind}")
-    # The raw List* pages and the tags were kept for the kinds sharing them; the cycle needs
-    # only the resources made of them, and the target may wait a while to be saved.
-    target.listings.clear()
-    target.tags = TagReads()
     took = time.monotonic() - started
     if took >= SLOW_TARGET_SECONDS:
-        log.info("scanned %s %s in %.0f s: %d resources", label, region, took,
-                 len(target.resources))  # fmt: skip
-    return target
+        log.info("scanned %s %s in %.0f s: %d resources", label, region, took, count)
 
 
 def ignored_time_tags(cfg: Config, resources: Iterable[Resource]) -> list[Finding]:

@@ -242,3 +242,7 @@ class ScanResult:
     # activity-scan cursors to persist once the snapshot is saved: (account, region, source, at)
     cursors: list[tuple[str, str, str, datetime]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Its place in the scan: (target, kind) by the config's order of accounts x regions and
+    # of kinds. Parts are handed over as each is done; the cycle keeps what it made of them
+    # in this order.
+    order: tuple[int, int] = (0, 0)

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from guard.aws import AWS_ERRORS, Aws, pages
 from guard.config import Account, Config
 from guard.kinds import KindSpec
-from guard.model import Finding, Resource
+from guard.model import Finding, Resource, ScanResult
 from guard.pricing import PriceBook
 from guard.store import Store
 
@@ -62,6 +62,20 @@ class Target:
         field(default_factory=dict)
     )
     tags: TagReads = field(default_factory=TagReads)
+    # What one kind's scan leaves for a later kind's in this target, besides listings and
+    # tags: the endpoint configs the endpoint scan read, for the inference components'.
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def take(self, order: tuple[int, int]) -> ScanResult:
+        """What the scan found since the last `take` (a kind's part of the target, at `order`
+        in the scan), handed over to be saved and judged while the target's other kinds are
+        scanned: the target keeps only what later kinds share (listings, tags, `shared`)."""
+        part = ScanResult(
+            self.resources, self.errors, self.scanned, self.cursors, self.findings, order
+        )
+        self.resources, self.errors, self.scanned = [], [], set()
+        self.cursors, self.findings = [], []
+        return part
 
 
 @dataclass(frozen=True)

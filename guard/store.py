@@ -316,7 +316,7 @@ class Store:
             snapshot.finish_in(s, scanned)
 
     def snapshot(self, now: datetime, policy: accrual.Policy | None = None) -> Snapshot:
-        """A snapshot written in parts (the cycle's, a scan target at a time): `add` each
+        """A snapshot written in parts (the cycle's, a kind of a scan target at a time): `add` each
         part, then `finish` (see `Snapshot`)."""
         with self.session() as s:
             return Snapshot(self, s, now, policy)
@@ -1203,21 +1203,35 @@ class Store:
         self, holder: str, accounts: Collection[str], now: datetime, until: datetime
     ) -> list[str]:
         """Renew `holder`'s leases on these accounts and take every free or expired one;
-        return the accounts it holds. One conditional UPDATE: of two replicas taking the
-        same row at once, the database lets one win (the other's WHERE no longer matches)."""
+        return the accounts it holds.
+
+        On Postgres the rows are first locked in account order, skipping those another
+        replica is taking this instant (it gets them). A bare multi-row UPDATE locks them in
+        the order its plan visits them, which differs between replicas racing for the same
+        rows: eight replicas starting together deadlocked, and Postgres aborted one cycle.
+        SQLite lets one writer at a time in, and ignores FOR UPDATE."""
         wanted = sorted(set(accounts))
+        takeable = (
+            (AccountLeaseRow.holder == holder)
+            | AccountLeaseRow.holder.is_(None)
+            | (AccountLeaseRow.expires_at <= now)
+        )
         with self.session() as s:
-            s.execute(
-                update(AccountLeaseRow)
-                .where(
-                    AccountLeaseRow.account.in_(wanted),
-                    (AccountLeaseRow.holder == holder)
-                    | AccountLeaseRow.holder.is_(None)
-                    | (AccountLeaseRow.expires_at <= now),
+            locked = list(
+                s.scalars(
+                    select(AccountLeaseRow.account)
+                    .where(AccountLeaseRow.account.in_(wanted), takeable)
+                    .order_by(AccountLeaseRow.account)
+                    .with_for_update(skip_locked=True)
                 )
-                .values(holder=holder, expires_at=until)
-                .execution_options(synchronize_session=False)
             )
+            if locked:
+                s.execute(
+                    update(AccountLeaseRow)
+                    .where(AccountLeaseRow.account.in_(locked), takeable)
+                    .values(holder=holder, expires_at=until)
+                    .execution_options(synchronize_session=False)
+                )
         return self.leases_of(holder, wanted)
 
     def leases_of(self, holder: str, accounts: Collection[str] | None = None) -> list[str]:

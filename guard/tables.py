@@ -6,6 +6,10 @@ migrations in `migrations/`; `upgrade()` applies them. Queries live in `guard.st
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +35,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -435,22 +441,80 @@ def normalize_url(url: str) -> str:
     return url
 
 
+class MigrationFailed(Exception):
+    """The migrations failed (in their own process); the message is what Alembic said."""
+
+
+class MigrationKilled(MigrationFailed):
+    """The migration process was killed: each migration is applied whole or not at all, so
+    running it again finishes it."""
+
+
 def upgrade(url: str) -> None:
-    """Apply the Alembic migrations up to head (idempotent). A database already at head is
-    left alone without importing Alembic: its import (Mako and Pygments with it) is ~11 MB
-    that a daemon or a Lambda container would otherwise keep for its whole life."""
-    here = Path(__file__).resolve().parent
-    # installed: guard/migrations (see pyproject.toml); a source checkout: ./migrations
-    scripts = next(p for p in (here / "migrations", here.parent / "migrations") if p.is_dir())
-    if _revision(url) == head_revision(scripts):
+    """Apply the Alembic migrations up to head (idempotent), in a process of its own.
+
+    A database already at head is left alone with one query. Otherwise Alembic runs in a
+    child interpreter: its import (Mako and Pygments with it) is ~11 MB that this process
+    would keep for its whole life, the daemon's or a Lambda container's, after every first
+    start and every upgrade of cost-guard that adds a migration. The child's RSS is its own
+    and gone before the first cycle starts."""
+    scripts = _scripts()
+    head, at = head_revision(scripts), _revision(url)
+    if at == head:
         return
+    env = {
+        **os.environ,
+        MIGRATE_URL_ENV: url,  # not in argv: a password would show in `ps`
+        # the parent's import path, whatever set it up (a source checkout, a Lambda's
+        # /var/task, pytest's rootdir)
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from guard.tables import _migrate_child; _migrate_child()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode < 0:  # killed (the OOM killer, a SIGKILL): nothing it said explains it
+        raise MigrationKilled(f"the migration process was killed by signal {-done.returncode}")
+    if done.returncode:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        raise MigrationFailed(lines[-1] if lines else f"exit code {done.returncode}")
+    log.info("database migrated from %s to revision %s", f"revision {at}" if at else "empty", head)
+
+
+MIGRATE_URL_ENV = "COST_GUARD_MIGRATE_URL"
+
+
+def migrate(url: str) -> None:
+    """Alembic's upgrade to head, in this process: `upgrade`'s child runs it, and tests,
+    which migrate a new database per test and need no child for it."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(scripts))
+    cfg.set_main_option("script_location", str(_scripts()))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+def _migrate_child() -> None:
+    """The child `upgrade` starts: the URL from `MIGRATE_URL_ENV`; an error is its first
+    line on stderr and exit code 1, which `upgrade` raises as `MigrationFailed`."""
+    try:
+        migrate(os.environ[MIGRATE_URL_ENV])
+    except Exception as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        print(first, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _scripts() -> Path:
+    here = Path(__file__).resolve().parent
+    # installed: guard/migrations (see pyproject.toml); a source checkout: ./migrations
+    return next(p for p in (here / "migrations", here.parent / "migrations") if p.is_dir())
 
 
 def head_revision(scripts: Path) -> str:

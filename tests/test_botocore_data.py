@@ -11,11 +11,12 @@ from typing import Any
 
 import boto3
 import botocore.loaders
+import botocore.model
 import botocore.session
 import pytest
 
-from guard import botocore_data
-from guard.aws import Aws
+from guard import botocore_data, kinds
+from guard.aws import _LOADER, TRIMMED, Aws
 
 GUARD = Path(__file__).resolve().parent.parent / "guard"
 # one region of every partition botocore knows, and a region newer than most endpoint lists
@@ -117,3 +118,73 @@ def test_every_service_the_guard_asks_for_is_kept() -> None:
         asked |= set(re.findall(r'\.client\(\s*[^()]*?,\s*"([a-z0-9-]+)"\s*\)', path.read_text()))
     assert "sagemaker" in asked and "organizations" in asked
     assert asked <= botocore_data.SERVICES, asked - botocore_data.SERVICES
+
+
+def _named_in_the_guard(service: str) -> set[str]:
+    """The operations of `service` the guard's source names, as a method ("list_apps") or an
+    operation ("ListApps"), outside the simulator and the heartbeat (which runs on the
+    notebook, with boto3's own data). Flask's `create_app` is not SageMaker's CreateApp."""
+    model = botocore.session.get_session().get_service_model(service)
+    by_method = {botocore.xform_name(name): name for name in model.operation_names}
+    named = set()
+    # and the bench's naive loop, which calls through `Aws` as the guard does
+    for path in [*GUARD.rglob("*.py"), GUARD.parent / "bench" / "naive.py"]:
+        if "/sim/" in str(path) or path.name == "heartbeat.py":
+            continue
+        text = path.read_text().replace("create_app", "")
+        named |= {by_method[w] for w in re.findall(r"[a-z][a-z0-9_]+", text) if w in by_method}
+        named |= set(re.findall(r'"([A-Z][A-Za-z0-9]+)"', text)) & set(model.operation_names)
+    return named
+
+
+@pytest.mark.parametrize("service", TRIMMED)
+def test_a_trimmed_model_keeps_every_operation_the_guard_names(service: str) -> None:
+    """A call missing from the trimmed model would be an AttributeError in production, on a
+    path the suite may not take: every operation the source names must be kept."""
+    named = _named_in_the_guard(service)
+    assert named, service
+    assert named <= kinds.operations(service), named - kinds.operations(service)
+
+
+@pytest.mark.parametrize("service", TRIMMED)
+def test_a_trimmed_model_is_botocores_for_the_operations_it_keeps(service: str) -> None:
+    full = _undocumented(botocore.loaders.create_loader().load_service_model(service, "service-2"))
+    ours = _LOADER.load_service_model(service, "service-2")
+    kept = kinds.operations(service)
+    assert set(ours["operations"]) == kept < set(full["operations"])
+    assert list(ours["operations"]) == [name for name in full["operations"] if name in kept]
+    assert {k: v for k, v in ours.items() if k not in ("operations", "shapes")} == {
+        k: v for k, v in full.items() if k not in ("operations", "shapes")
+    }
+    for name, operation in ours["operations"].items():
+        assert operation == full["operations"][name]
+    for name, shape in ours["shapes"].items():
+        assert shape == full["shapes"][name]
+    # every shape a kept operation reaches resolves (botocore raises for a missing one)
+    model = botocore.model.ServiceModel(ours, service)
+    seen: set[str] = set()
+
+    def walk(shape: Any) -> None:
+        if shape is None or shape.name in seen:
+            return
+        seen.add(shape.name)
+        for member in getattr(shape, "members", {}).values():
+            walk(member)
+        for attr in ("member", "key", "value"):
+            walk(getattr(shape, attr, None))
+
+    for name in model.operation_names:
+        operation = model.operation_model(name)
+        walk(operation.input_shape)
+        walk(operation.output_shape)
+        for error in operation.error_shapes:
+            walk(error)
+    assert seen <= set(ours["shapes"])
+
+
+def test_a_trimmed_client_makes_its_calls_and_not_the_others() -> None:
+    client = _session(_LOADER).client("sagemaker", "us-east-1")
+    assert hasattr(client, "list_notebook_instances") and hasattr(client, "search")
+    assert client.can_paginate("list_notebook_instances")
+    assert not hasattr(client, "create_training_job")  # never called by the guard
+    assert client.exceptions.ResourceNotFound.__name__ == "ResourceNotFound"

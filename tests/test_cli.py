@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, text
 
-from guard.cli import main
+from guard.cli import EXIT_DATABASE, main
 from guard.sim import Simulator
 
 RULES = """
@@ -178,6 +179,39 @@ def test_check_config_masks_secrets_and_applies_env_overrides(
 def test_db_upgrade(config_file: Path, env: dict[str, str]) -> None:
     out = cli(["db", "upgrade", "--config", str(config_file)], env)
     assert out.exit_code == 0 and "latest schema" in out.output
+
+
+def test_db_upgrade_on_a_database_a_newer_version_migrated(
+    config_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The migrations run in a child process: what failed there is one sentence here."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'guard.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('0999')"))
+    engine.dispose()
+    out = cli(["db", "upgrade", "--config", str(config_file)], env)
+    assert out.exit_code == EXIT_DATABASE
+    assert out.output.strip().splitlines() == [
+        "Error: cannot migrate the database: Can't locate revision identified by '0999'. "
+        "Check database_url."
+    ]
+
+
+def test_db_upgrade_killed_midway_says_so_and_the_next_one_finishes(
+    config_file: Path, env: dict[str, str]
+) -> None:
+    killed = cli(
+        ["db", "upgrade", "--config", str(config_file)],
+        {**env, "COST_GUARD_FAILPOINT": "migration-after-step@2"},
+    )
+    assert killed.exit_code == EXIT_DATABASE
+    assert killed.output.strip().splitlines() == [
+        "Error: cannot migrate the database: the migration process was killed by signal 9. "
+        "Each migration is applied whole or not at all: start again to finish it."
+    ]
+    again = cli(["db", "upgrade", "--config", str(config_file)], env)
+    assert again.exit_code == 0 and "latest schema" in again.output
 
 
 def test_run_finishes_the_cycle_on_sigterm_and_exits_0(

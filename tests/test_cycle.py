@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
+from guard import cycle as cycle_module
 from guard.config import Secrets
 from guard.cycle import Guard, run_cycle
+from guard.inventory import scan_targets
 from guard.model import ManualClock
 from guard.sim import Simulator
 from guard.wiring import build_guard
@@ -487,3 +492,138 @@ def test_a_snooze_stored_after_the_judgement_still_wins_over_the_action(
     assert not any(op.startswith("sagemaker:Stop") for op in sim.request_counts)
     assert sim.notebook_status("idle") == "InService"
     assert [a.outcome for a in guard.store.audit(clock.now())] == ["warned", "skipped"]
+
+
+def test_a_region_answering_last_is_still_judged_and_reported_first(
+    sim: Simulator, clock: ManualClock, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan hands a kind of a target over as soon as it is done, whichever target it is
+    from, and the cycle judges it then; what it decides and reports still keeps the config's
+    order (regions as listed, then kinds), whichever region answered first."""
+    since = clock.now() - timedelta(hours=5)
+    regions = ["us-east-1", "eu-west-1"]
+    for region in regions:
+        for name in ("a", "b"):
+            sim.add_notebook(f"{region}-{name}", region=region, in_service_since=since)
+    # the first region answers last: its part comes after the second region's
+    sim.inject("slow", "sagemaker:ListNotebookInstances", region="us-east-1", seconds=0.5)
+    sim.fail("sagemaker:ListEndpoints", "sagemaker:ListTrainingJobs")
+    guard = make_guard(
+        sim, clock, db_url, IDLE_STOP | {"grace": "0s"}, mode="enforce", regions=regions,
+        kinds=["notebook", "endpoint", "training_job"],
+    )  # fmt: skip
+    handed: list[tuple[int, int]] = []
+    real = scan_targets
+
+    def watched(ctx: Any) -> Any:
+        for part in real(ctx):
+            handed.append(part.order)
+            yield part
+
+    monkeypatch.setattr(cycle_module, "scan_targets", watched)
+    report = run_cycle(guard)
+    assert handed.index((1, 0)) < handed.index((0, 0))  # eu-west-1's notebooks came first
+    assert [w["name"] for w in report["warned"]] == [
+        "us-east-1-a", "us-east-1-b", "eu-west-1-a", "eu-west-1-b",
+    ]  # fmt: skip
+    assert outcomes(report) == [
+        ("us-east-1-a", "done"), ("us-east-1-b", "done"),
+        ("eu-west-1-a", "done"), ("eu-west-1-b", "done"),
+    ]  # fmt: skip
+    failed = [(e.split(": scan failed")[0]) for e in report["errors"]]
+    assert failed == [
+        "default account us-east-1 endpoint", "default account us-east-1 training_job",
+        "default account eu-west-1 endpoint", "default account eu-west-1 training_job",
+    ]  # fmt: skip
+
+
+def test_a_targets_kinds_are_judged_while_its_later_kinds_are_still_listed(
+    sim: Simulator, clock: ManualClock, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cycle takes a target's notebooks as soon as they are listed, not once the whole
+    account and region is: it never holds a whole target (12,000 resources in a big one)."""
+    since = clock.now() - timedelta(hours=5)
+    sim.add_notebook("nb", in_service_since=since)
+    sim.add_endpoint("ep", created_at=since)
+    sim.slow("sagemaker:ListEndpoints", seconds=0.5)
+    guard = make_guard(sim, clock, db_url, kinds=["notebook", "endpoint"])
+    taken: dict[tuple[int, int], tuple[float, list[str]]] = {}
+    real = scan_targets
+
+    def watched(ctx: Any) -> Any:
+        for part in real(ctx):
+            taken[part.order] = (time.monotonic(), [r.name for r in part.resources])
+            yield part
+
+    monkeypatch.setattr(cycle_module, "scan_targets", watched)
+    run_cycle(guard)
+    (notebooks_at, notebooks), (endpoints_at, endpoints) = taken[(0, 0)], taken[(0, 1)]
+    assert notebooks == ["nb"] and endpoints == ["ep"]
+    assert endpoints_at - notebooks_at >= 0.4  # the notebooks were judged during the listing
+
+
+def test_the_database_failing_in_a_scan_fails_the_cycle_and_acts_on_nothing(
+    sim: Simulator, clock: ManualClock, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan worker's read of the database failing (an outage, not the scan's fault) fails
+    the cycle at once, even while the other region's parts are being judged: no decision is
+    carried out, no target is left waiting, and the next cycle works."""
+    since = clock.now() - timedelta(hours=5)
+    regions = ["us-east-1", "eu-west-1"]
+    for region in regions:
+        sim.add_notebook(f"{region}-idle", region=region, in_service_since=since)
+        sim.add_endpoint(f"{region}-ep", region=region, created_at=since)
+    guard = make_guard(
+        sim, clock, db_url, IDLE_STOP | {"grace": "0s"}, mode="enforce", regions=regions,
+        kinds=["notebook", "endpoint"],
+    )  # fmt: skip
+    real = guard.store.known_details
+
+    def down(kind: str, account: str, region: str, *args: Any) -> Any:
+        if region == "eu-west-1" and kind == "endpoint":
+            raise OperationalError("SELECT", {}, ConnectionError("server closed the connection"))
+        return real(kind, account, region, *args)
+
+    monkeypatch.setattr(guard.store, "known_details", down)
+    with pytest.raises(OperationalError):
+        run_cycle(guard)
+    assert guard.store.audit(since) == []  # nothing was carried out
+    assert sim.notebook_status("us-east-1-idle") == "InService"
+    monkeypatch.undo()
+    clock.advance(timedelta(minutes=5))
+    report = run_cycle(guard)
+    assert sorted(outcomes(report)) == [("eu-west-1-idle", "done"), ("us-east-1-idle", "done")]
+
+
+def test_small_parts_of_the_scan_are_saved_together(
+    sim: Simulator, clock: ManualClock, db_url: str
+) -> None:
+    """A kind with a few resources in one account and region costs no statements of its own:
+    parts are saved once they add up to a chunk, so a cycle's statements follow its
+    resources, not kinds x targets (an organisation has thousands of such parts)."""
+    since = clock.now() - timedelta(hours=5)
+    regions = ["us-east-1", "eu-west-1"]
+    for region in regions:
+        sim.add_notebook(f"{region}-nb", region=region, in_service_since=since)
+        sim.add_endpoint(f"{region}-ep", region=region, created_at=since)
+        sim.add_training_job(f"{region}-job", region=region, started_at=since)
+    guard = make_guard(
+        sim, clock, db_url, regions=regions, kinds=["notebook", "endpoint", "training_job"]
+    )
+    saves: list[int] = []  # the ARNs each read of stored rows (one per saved chunk) names
+
+    @event.listens_for(guard.store.engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT resources.arn, resources.account") and (
+            "resources.arn IN" in statement
+        ):
+            flat = params.values() if isinstance(params, dict) else params
+            saves.append(sum(1 for p in flat if isinstance(p, str) and p.startswith("arn:")))
+
+    assert run_cycle(guard)["resources"] == 6  # 6 parts: 3 kinds x 2 regions
+    assert saves == [6]
+    saves.clear()
+    guard.store.snapshot_chunk = 4
+    clock.advance(timedelta(minutes=5))
+    run_cycle(guard)
+    assert saves == [4, 2]  # a whole chunk once 4 are waiting, the rest at the end

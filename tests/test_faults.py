@@ -450,3 +450,35 @@ def test_twelve_enforce_cycles_under_random_faults_never_raise_nor_act_twice(
     assert sorted(done) == [f"idle-{i}" for i in range(4)], done  # each stopped, once
     aws_env.settle()  # a stop retried in the healed cycle is still Stopping
     assert {aws_env.notebook_status(f"idle-{i}") for i in range(4)} == {"Stopped"}
+
+
+def test_a_cycle_that_stops_taking_parts_starts_no_other_target(
+    aws_env: Simulator, clock: ManualClock, fresh_sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the cycle fails while judging (the database went away), the scans queued behind
+    the running one are cancelled, not run for nothing: one worker, three regions, the cycle
+    gives up after the first part; the second region's queued scan and the third's (never
+    queued) make no call. (Without the cancel, leaving the pool would run the queued one.)"""
+    from guard import inventory
+    from guard.pricing import PriceBook
+    from guard.scanning import ScanContext
+
+    monkeypatch.setattr(inventory, "MAX_SCAN_WORKERS", 1)
+    regions = ["us-east-1", "us-west-2", "eu-west-1"]
+    aws_env.add_notebook("nb")
+    # the first region's second kind takes a while: its scan still runs when the cycle fails
+    aws_env.inject("slow", "sagemaker:ListEndpoints", region="us-east-1", seconds=5)
+    seen = {region: aws_env.inject("slow", region=region, seconds=0) for region in regions}
+    cfg = Config.model_validate(
+        {"database_url": fresh_sqlite_url, "regions": regions, "kinds": ["notebook", "endpoint"],
+         "secrets": Secrets.model_validate({})}
+    )  # fmt: skip
+    guard = build_guard(cfg, clock)
+    ctx = ScanContext(guard.cfg, guard.aws, guard.store, PriceBook(), clock.now())
+    parts = inventory.scan_targets(ctx)
+    first = next(parts)
+    assert first.order == (0, 0) and [r.name for r in first.resources] == ["nb"]
+    assert seen["us-west-2"].hits == 0  # queued behind the running scan
+    parts.close()  # the cycle failed: its `for` loop over the parts is left
+    assert seen["us-east-1"].hits > 0
+    assert seen["us-west-2"].hits == seen["eu-west-1"].hits == 0

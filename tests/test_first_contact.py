@@ -5,6 +5,7 @@ sit silent after a `once`. Run through the CLI as a user runs it, against the si
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -277,6 +278,34 @@ def test_inventory_and_audit_at_80_columns_identify_every_resource(demo_db: Path
 
     wide = _run(["inventory", "--all", "--wide"], demo_db)
     assert all(name in wide for name in names)
+
+
+def test_the_demo_starts_from_an_empty_account_after_other_simulations_in_its_process(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """moto's backends and logging are process-wide. The suite runs the demo inside a worker
+    among other tests: what they left must not leak into it, nor what it sets into them."""
+    import io
+
+    from rich.console import Console
+
+    from guard import demo
+    from guard.store import Store
+
+    sim.add_notebook("left-behind", "ml.m5.xlarge")  # in the demo, the guard would stop it
+    path = tmp_path / "demo.db"
+    quiet = Console(file=io.StringIO(), width=120, force_terminal=True)
+    logger = logging.getLogger("guard")
+    level = logger.level
+    demo.run_demo(quiet, pause=0, keep_db=path)
+    assert logger.level == level  # the demo's quiet logging ends with it (later tests log)
+    store = Store(f"sqlite:///{path}")
+    try:
+        running = {r.name for r in store.running_resources()}
+        assert store.resource_by_name("notebook", "left-behind") is None
+    finally:
+        store.close()
+    assert {"search-ranker", "alice-idle", "carol-exempt"} <= running, running
 
 
 def test_inventory_shows_account_region_totals_and_a_summary_for_many_rows() -> None:

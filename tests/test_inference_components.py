@@ -67,6 +67,9 @@ def test_components_carry_their_share_of_the_endpoint_and_it_is_counted_once(
     shared_endpoint(sim, clock)
     guard = make_guard(clock, db_url)
     report = run_cycle(guard)
+    # The endpoint's config is described once: the component scan takes the configs the
+    # endpoint scan of the same target read (its resources are already handed over).
+    assert guard.aws.counter.snapshot()["sagemaker:DescribeEndpointConfig"] == 1
     found = {r.name: r for r in guard.store.resources()}
     idle, busy, endpoint = found["idle-ic"], found["busy-ic"], found["llm"]
     # 2 copies x 1 GPU and 1 copy x 2 GPUs: half of the instance each

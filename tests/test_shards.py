@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from guard import shards
 from guard.config import Account, Config
@@ -17,6 +18,7 @@ from guard.cycle import Guard, run_cycle
 from guard.model import ManualClock
 from guard.sim import Simulator
 from guard.store import Store
+from guard.tables import AccountLeaseRow
 from tests.conftest import START
 from tests.factories import guard_for
 
@@ -118,6 +120,40 @@ def test_replicas_claiming_at_once_never_share_an_account(db_url: str) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_lease_another_replica_is_taking_is_skipped_not_waited_for(pg_url: str) -> None:
+    """Postgres: a replica takes the free leases that nobody else is taking this instant and
+    leaves the row another replica's transaction holds. Waiting for it instead is what let
+    replicas starting together lock rows in different orders and deadlock (CI, 2026-12-07:
+    Postgres aborted a claim with "deadlock detected")."""
+    accounts = [str(240000000000 + i) for i in range(5)]
+    store, other = Store(pg_url), Store(pg_url)
+    store.ensure_leases(accounts)
+    now = START
+    taken: list[list[str]] = []
+    try:
+        with other.session() as s:  # another replica, mid-take of the third lease
+            s.execute(
+                select(AccountLeaseRow)
+                .where(AccountLeaseRow.account == accounts[2])
+                .with_for_update()
+            ).all()
+            thread = threading.Thread(
+                target=lambda: taken.append(
+                    store.take_leases("replica-a", accounts, now, now + INTERVAL)
+                ),
+                daemon=True,
+            )
+            thread.start()
+            thread.join(timeout=20)
+            assert not thread.is_alive(), "take_leases waited for a row another replica holds"
+        assert taken == [[a for a in accounts if a != accounts[2]]]
+        # once the other transaction is over, the next cycle takes what was left free
+        assert store.take_leases("replica-a", accounts, now, now + INTERVAL) == accounts
+    finally:
+        store.close()
+        other.close()
 
 
 def test_a_handover_is_not_rescanned_in_the_same_interval(db_url: str) -> None:

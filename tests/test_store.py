@@ -8,16 +8,18 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
+from guard import failpoints
 from guard.model import ActivitySource, Resource
 from guard.store import Base, Store, normalize_url, upgrade
-from guard.tables import head_revision
+from guard.tables import MigrationFailed, MigrationKilled, head_revision
 from tests.factories import notebook
 
 
@@ -50,8 +52,9 @@ def test_head_revision_is_alembics_head() -> None:
         assert Path(script.path).name.startswith(f"{script.revision}_"), script.path
 
 
-def _upgrade_in_a_new_process(url: str) -> bool:
-    """Run `upgrade(url)` in a fresh interpreter: whether it imported Alembic."""
+def _upgrade_in_a_new_process(url: str) -> tuple[bool, str]:
+    """Run `upgrade(url)` in a fresh interpreter: whether Alembic was imported in it (never:
+    it migrates in a child of its own), and the revision the database is then at."""
     code = (
         "import sys; from guard.tables import upgrade; upgrade(sys.argv[1]); "
         "print('alembic' in sys.modules)"
@@ -59,18 +62,55 @@ def _upgrade_in_a_new_process(url: str) -> bool:
     done = subprocess.run(
         [sys.executable, "-c", code, url], capture_output=True, text=True, check=True
     )
-    return done.stdout.strip() == "True"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    return done.stdout.strip() == "True", str(version)
 
 
-def test_upgrade_imports_alembic_only_when_there_is_something_to_apply(tmp_path: Path) -> None:
+def test_upgrade_migrates_in_a_child_and_never_imports_alembic(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'guard.db'}"
-    assert _upgrade_in_a_new_process(url) is True  # a new database: every migration
-    assert _upgrade_in_a_new_process(url) is False  # at head: nothing to do, nothing imported
+    head = head_revision(MIGRATIONS)
+    assert _upgrade_in_a_new_process(url) == (False, head)  # a new database: every migration
+    assert _upgrade_in_a_new_process(url) == (False, head)  # at head: one query
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url)
     command.downgrade(cfg, "-1")  # one migration behind
-    assert _upgrade_in_a_new_process(url) is True
+    assert _upgrade_in_a_new_process(url) == (False, head)
+
+
+def test_a_failed_migration_says_what_alembic_said(tmp_path: Path) -> None:
+    """A database at a revision this version does not know (a newer cost-guard migrated it):
+    the child's error comes back as one line, no traceback, and nothing is changed."""
+    url = f"sqlite:///{tmp_path / 'guard.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('0999')"))
+    engine.dispose()
+    with pytest.raises(MigrationFailed) as failed:
+        upgrade(url)
+    assert str(failed.value) == "Can't locate revision identified by '0999'"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0999"
+        assert inspect(conn).get_table_names() == ["alembic_version"]
+    engine.dispose()
+
+
+def test_a_migration_killed_midway_is_one_line_and_the_next_start_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child SIGKILLed after its third migration (the OOM killer, a node going away):
+    the parent says so in one line; the next start migrates to head from what was kept."""
+    url = f"sqlite:///{tmp_path / 'guard.db'}"
+    monkeypatch.setenv(failpoints.ENV, "migration-after-step@3")
+    with pytest.raises(MigrationKilled) as failed:
+        upgrade(url)
+    assert str(failed.value) == "the migration process was killed by signal 9"
+    monkeypatch.delenv(failpoints.ENV)
+    upgrade(url)
     engine = create_engine(url)
     with engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()

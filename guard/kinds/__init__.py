@@ -49,6 +49,7 @@ __all__ = [
     "entry_module",
     "keeps",
     "load",
+    "operations",
     "price_list_components",
     "price_usage_operations",
     "request_key",
@@ -93,6 +94,21 @@ def price_list_components() -> dict[str, str]:
 def price_usage_operations() -> dict[str, str]:
     """Price List usage-type operation (lower case) -> price-table component."""
     return {k: v for spec in KINDS.values() for k, v in spec.price_usage_operations.items()}
+
+
+def operations(service: str) -> frozenset[str]:
+    """Every operation of `service` ("sagemaker", as IAM names it) the kinds call: their
+    scans, actions, the reads their actions need and their restores. The guard's copy of
+    SageMaker's model keeps these only (`guard.botocore_data`), so a call must be named here
+    (tests/test_botocore_data.py checks the guard's source against it)."""
+    named: set[str] = set()
+    for spec in KINDS.values():
+        named.update(spec.read_permissions)
+        for action in spec.actions.values():
+            named.update((action.permission, *action.extra_permissions))
+        if spec.restore is not None:
+            named.update(spec.restore.permissions)
+    return frozenset(p.split(":", 1)[1] for p in named if p.startswith(f"{service}:"))
 
 
 def seeding_mixins() -> tuple[type, ...]:

@@ -77,6 +77,7 @@ ENDPOINT = KindSpec(
         function="guard.endpoint_actions:restore_endpoint",
         error="guard.endpoint_actions:RestoreError",
         help="Recreate a deleted endpoint with its endpoint config and tags.",
+        permissions=("sagemaker:CreateEndpoint",),
     ),
 )
 

@@ -74,6 +74,7 @@ MLFLOW_SERVER = KindSpec(
         function="guard.scanners.mlflow:restore_server",
         error="guard.scanners.mlflow:RestoreError",
         help="Start an MLflow tracking server cost-guard stopped (StartMlflowTrackingServer).",
+        permissions=("sagemaker:StartMlflowTrackingServer",),
     ),
 )
 

@@ -57,6 +57,10 @@ class RestoreSpec:
     function: str
     error: str
     help: str
+    # IAM actions it calls besides the kind's own (the person running it needs them; the
+    # guard's SageMaker model keeps only the operations the kinds name, see
+    # `guard.kinds.operations`)
+    permissions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

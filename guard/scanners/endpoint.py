@@ -58,6 +58,9 @@ def invocation_window(ctx: ScanContext) -> timedelta:
     return windows[-1] if windows else DEFAULT_WINDOW
 
 
+CONFIGS = "endpoint_configs"  # `Target.shared` key of the endpoint scan's `_Configs`
+
+
 class _Configs:
     """Endpoint configs by name: first from what earlier scans stored, else DescribeEndpointConfig.
 
@@ -66,6 +69,12 @@ class _Configs:
 
     def __init__(self, client: Any, known: dict[str, dict[str, Any]]) -> None:
         self._client = client
+        self._variants: dict[str, dict[str, dict[str, Any]] | None] = {}
+        self._async: dict[str, bool] = {}
+        self.learn(known)
+
+    def learn(self, known: dict[str, dict[str, Any]]) -> None:
+        """Take the configs recorded in these stored details (a resource's, by ARN)."""
         cached = [
             details
             for details in known.values()
@@ -75,10 +84,9 @@ class _Configs:
             and "config_async" in details
             and all("model" in v for v in details["config_variants"].values())
         ]
-        self._variants: dict[str, dict[str, dict[str, Any]] | None] = {
-            details["config_name"]: details["config_variants"] for details in cached
-        }
-        self._async = {details["config_name"]: bool(details["config_async"]) for details in cached}
+        for details in cached:
+            self._variants.setdefault(details["config_name"], details["config_variants"])
+            self._async.setdefault(details["config_name"], bool(details["config_async"]))
 
     def is_async(self, name: str) -> bool:
         """Has the config an AsyncInferenceConfig (an asynchronous endpoint)? After `variants`."""
@@ -238,7 +246,9 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     tags, shared_error = kind_tags(ctx, target, spec)
 
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
-    configs = _Configs(client, known)
+    # kept for this target's inference components (their scan comes later): what this scan
+    # read or described is not described again
+    configs = target.shared[CONFIGS] = _Configs(client, known)
     details: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     records = endpoint_records(client, target, spec, listed, known)  # by the page

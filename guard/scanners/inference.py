@@ -37,7 +37,7 @@ from guard.aws import AWS_ERRORS, error_text, not_found
 from guard.kinds import KindSpec
 from guard.model import ActivitySource, Resource
 from guard.scanners import search
-from guard.scanners.endpoint import BILLING_STATES, Evidence, _Configs, describe
+from guard.scanners.endpoint import BILLING_STATES, CONFIGS, Evidence, _Configs, describe
 from guard.scanners.shared import kind_tags
 from guard.scanning import (
     ScanContext,
@@ -64,9 +64,9 @@ def scan(ctx: ScanContext, target: Target, spec: KindSpec) -> None:
     tags, shared_error = kind_tags(ctx, target, spec)
     known = ctx.store.known_details(spec.name, target.account_id, target.region)
     # Endpoint configs never change: those the endpoint kind's scan of this target already
-    # read (this cycle, from its resources' details) are not described again.
-    scanned = {r.arn: r.details for r in target.resources if r.details.get("config_name")}
-    configs = _Configs(client, {**scanned, **known})
+    # read or described this cycle are not described again.
+    configs = target.shared.get(CONFIGS) or _Configs(client, {})
+    configs.learn(known)
 
     described = concurrently(
         lambda item: (

@@ -57,10 +57,14 @@ class SimBase:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> Self:
+        """Serve an empty simulated account. moto's backends are process-wide: a simulator
+        started in a process that simulated an account before (the demo in a test worker)
+        would otherwise begin with what was left there."""
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self._server.up()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        self.reset()
         return self
 
     def stop(self) -> None:

@@ -47,6 +47,13 @@ def set_create_delay(delay: timedelta) -> None:
     _create_delay = delay
 
 
+def forget() -> None:
+    """Back to no delay and no pending creates: this state lives beside moto's process-wide
+    backends, so moto's reset does not clear it."""
+    set_create_delay(timedelta(0))
+    _ready_at.clear()
+
+
 def install() -> None:
     """Patch moto for what it lacks here (idempotent: called once per process)."""
     global _installed, _moto_get_metric_data

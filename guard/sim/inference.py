@@ -250,6 +250,11 @@ def _sort_key(by: str) -> Callable[[FakeInferenceComponent], Any]:
 _updates: dict[str, tuple[str, datetime]] = {}  # endpoint ARN -> (new config, when it applies)
 
 
+def forget() -> None:
+    """No pending updates (kept beside moto's backends: moto's reset does not clear them)."""
+    _updates.clear()
+
+
 def _settle_endpoint(endpoint: Any, at: datetime | None) -> None:
     pending = _updates.get(endpoint.arn)
     if pending is None or endpoint.endpoint_status != "Updating":

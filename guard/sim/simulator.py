@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from moto.logs.models import LogEvent
 
+from guard.sim import endpoints, inference
 from guard.sim.base import FAKE_ROLE, NOTEBOOK_LOG_GROUP, SimBase
 from guard.sim.costs import CostSeeding
 from guard.sim.endpoints import EndpointSeeding
@@ -33,6 +34,12 @@ class Simulator(
     OrganizationSeeding, SimBase,
 ):  # fmt: skip
     """One simulated account (and its member accounts) across `regions`."""
+
+    def reset(self) -> None:
+        """Forget every resource, fault, and pending create or update."""
+        super().reset()
+        endpoints.forget()
+        inference.forget()
 
     def add_notebook(
         self,
