@@ -333,10 +333,16 @@ def test_silent_terminal_job_with_the_tab_closed(hb: Installed, jupyter: RealJup
 
 
 def test_nohup_job_outside_any_terminal(hb: Installed, jupyter: RealJupyter) -> None:
+    # The product's default share of a core. The fixture's 30 % failed under load: with the
+    # suite's workers on two cores the loop measured 17 % between the two looks.
+    hb.settings(cpu_percent=5)
     job = jupyter.nohup(BUSY)
-    record, _, _ = _now(hb)  # CPU growth needs two looks: the first one records
-    time.sleep(1.5)
-    record, verdict, said = later(hb)
+    try:
+        record, _, _ = _now(hb)  # CPU growth needs two looks: the first one records
+        time.sleep(1.5)
+        record, verdict, said = later(hb)
+    finally:
+        hb.settings(cpu_percent=30)
     assert verdict == "active", record
     assert said is not None and said.startswith("process `python job-")
     assert said.endswith(f"pid {job}")
