@@ -224,8 +224,11 @@ class Account(_Frozen):
     external_id: str | None = None
 
 
+# ASCII classes, never \d or \w: pydantic-core's regex engine reads those as Unicode. It
+# accepted twelve Arabic-Indic digits as an account id, and compiled `[\w+=,.@-]{1,64}` into
+# 6-10 MB of RSS held for the process's life (measured; the ASCII class: 0.01 MB).
 _OuId = Annotated[str, Field(pattern=r"^(ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32})$")]
-_AccountId = Annotated[str, Field(pattern=r"^\d{12}$")]
+_AccountId = Annotated[str, Field(pattern=r"^[0-9]{12}$")]
 
 
 class Organization(_Frozen):
@@ -234,7 +237,8 @@ class Organization(_Frozen):
     account is scanned without a restart), each reached by assuming `role_name` in it."""
 
     organization: Literal[True]
-    role_name: str = Field("cost-guard-member", pattern=r"^[\w+=,.@-]{1,64}$")
+    # IAM's role-name characters: ASCII letters and digits and _+=,.@-
+    role_name: str = Field("cost-guard-member", pattern=r"^[A-Za-z0-9_+=,.@-]{1,64}$")
     # OU ids (ou-...) or the root (r-...): only accounts under them, at any depth; empty: all
     include_ous: tuple[_OuId, ...] = ()
     exclude_accounts: tuple[_AccountId, ...] = ()

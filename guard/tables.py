@@ -418,6 +418,9 @@ class ShardReplicaRow(Base):
     seen_at: Mapped[datetime]
 
 
+SQLITE_CACHE_KIB = 256
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -428,6 +431,10 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            # SQLite's page cache is per connection (2 MiB by default) and the pool keeps one
+            # per thread that used it: ~10 MB of the daemon's peak RSS on the 10,000-resource
+            # bench. The OS caches the file anyway; 256 KiB each measured no slower.
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cursor.close()
 
         return engine

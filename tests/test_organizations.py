@@ -149,7 +149,7 @@ def test_a_failed_listing_scans_the_accounts_known_before(
 def test_config_forms_and_errors(tmp_path: Any) -> None:
     path = tmp_path / "cost-guard.yaml"
     path.write_text(
-        "accounts:\n  organization: true\n  role_name: guard-scan\n"
+        "accounts:\n  organization: true\n  role_name: Guard_scan+=,.@-1\n"
         "  include_ous: [ou-ab12-cdefgh34, r-ab12]\n  exclude_accounts: ['111111111111']\n"
     )
     cfg = load_config(path)
@@ -163,6 +163,9 @@ def test_config_forms_and_errors(tmp_path: Any) -> None:
         ("  organization: false\n", "organization"),
         ("  organization: true\n  include_ous: [prod]\n", "include_ous"),
         ("  organization: true\n  exclude_accounts: ['12']\n", "exclude_accounts"),
+        # digits and letters beyond ASCII: a Unicode \d / \w pattern took both
+        (f"  organization: true\n  exclude_accounts: ['{chr(0x661) * 12}']\n", "exclude_accounts"),
+        ("  organization: true\n  role_name: rôle-scan\n", "role_name"),
         ("  organization: true\n  role: x\n", "unknown key"),
     ):
         path.write_text("accounts:\n" + bad)

@@ -19,7 +19,13 @@ from sqlalchemy import create_engine, inspect, text
 from guard import failpoints
 from guard.model import ActivitySource, Resource
 from guard.store import Base, Store, normalize_url, upgrade
-from guard.tables import MigrationFailed, MigrationKilled, head_revision
+from guard.tables import (
+    SQLITE_CACHE_KIB,
+    MigrationFailed,
+    MigrationKilled,
+    head_revision,
+    make_engine,
+)
 from tests.factories import notebook
 
 
@@ -116,6 +122,26 @@ def test_a_migration_killed_midway_is_one_line_and_the_next_start_finishes_it(
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
     assert version == head_revision(MIGRATIONS)
+
+
+def test_every_sqlite_connection_has_the_small_page_cache(tmp_path: Path) -> None:
+    """The pool keeps a connection per thread that used it, each with its own page cache."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'guard.db'}")
+    sizes: list[int] = []
+
+    def read() -> None:
+        with engine.connect() as conn:
+            sizes.append(conn.execute(text("PRAGMA cache_size")).scalar_one())
+            time.sleep(0.2)  # held at once: each thread gets a connection of its own
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.pool.checkedin() == 3  # type: ignore[attr-defined]
+    assert sizes == [-SQLITE_CACHE_KIB] * 3  # negative: KiB, not pages (SQLite's default -2000)
+    engine.dispose()
 
 
 def test_snapshot_roundtrip_keeps_utc_and_decimal(store: Store, clock) -> None:
