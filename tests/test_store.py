@@ -129,11 +129,12 @@ def test_sqlite_connections_have_a_small_page_cache_and_two_are_kept(tmp_path: P
     """Each connection has a page cache of its own; the pool keeps two of them."""
     engine = make_engine(f"sqlite:///{tmp_path / 'guard.db'}")
     sizes: list[int] = []
+    together = threading.Barrier(3)
 
     def read() -> None:
         with engine.connect() as conn:
             sizes.append(conn.execute(text("PRAGMA cache_size")).scalar_one())
-            time.sleep(0.2)  # held at once: each thread gets a connection of its own
+            together.wait(timeout=30)  # held at once: each thread has a connection of its own
 
     threads = [threading.Thread(target=read) for _ in range(3)]
     for t in threads:
