@@ -34,7 +34,10 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import QueuePool
 
 log = logging.getLogger(__name__)
 
@@ -425,15 +428,17 @@ SQLITE_POOLED = 2
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        # Two pooled connections (the cycle's and one more); a scan worker's beyond them is
-        # closed when handed back, its page cache, schema and statements with it (the
-        # default pool kept five: 5-6 MB more peak RSS on the bench). 15 at once, as before.
-        engine = create_engine(
-            url,
-            connect_args={"timeout": 30},
-            pool_size=SQLITE_POOLED,
-            max_overflow=15 - SQLITE_POOLED,
-        )
+        # A file database: two pooled connections (the cycle's and one more); a scan
+        # worker's beyond them is closed when handed back, its page cache, schema and
+        # statements with it (the default pool kept five: 5-6 MB more peak RSS on the
+        # bench). 15 at once, as before. An in-memory one keeps SQLAlchemy's
+        # SingletonThreadPool, which has no overflow to size.
+        parsed = make_url(url)
+        sized: dict[str, int] = {}
+        dialect = parsed.get_dialect()
+        if issubclass(dialect, DefaultDialect) and dialect.get_pool_class(parsed) is QueuePool:
+            sized = {"pool_size": SQLITE_POOLED, "max_overflow": 15 - SQLITE_POOLED}
+        engine = create_engine(url, connect_args={"timeout": 30}, **sized)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -144,6 +144,12 @@ def test_sqlite_connections_have_a_small_page_cache_and_two_are_kept(tmp_path: P
     assert sizes == [-SQLITE_CACHE_KIB] * 3  # negative: KiB, not pages (SQLite's default -2000)
     assert engine.pool.checkedin() == SQLITE_POOLED == 2  # type: ignore[attr-defined]
     engine.dispose()
+    # an in-memory database keeps SQLAlchemy's pool of one connection per thread
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        memory = make_engine(url)
+        with memory.connect() as conn:
+            assert conn.execute(text("PRAGMA cache_size")).scalar_one() == -SQLITE_CACHE_KIB
+        memory.dispose()
 
 
 def test_snapshot_roundtrip_keeps_utc_and_decimal(store: Store, clock) -> None:
