@@ -885,15 +885,18 @@ def _check_database(cfg: Config) -> tuple[bool, str, int]:
     from pathlib import Path
 
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from guard.config import mask_url
     from guard.store import normalize_url
+    from guard.tables import head_revision, in_memory, migration_scripts
 
     where = mask_url(cfg.database_url)
+    if in_memory(normalize_url(cfg.database_url)):
+        why = "an in-memory SQLite database cannot be migrated and kept: use a file"
+        return False, f"database: {where}: {why}, e.g. sqlite:///cost-guard.db", EXIT_DATABASE
     try:
         url = make_url(normalize_url(cfg.database_url))
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -910,9 +913,7 @@ def _check_database(cfg: Config) -> tuple[bool, str, int]:
             engine.dispose()
     except (SQLAlchemyError, OSError) as exc:
         return False, f"database: {database_failure(cfg.database_url, exc)}", EXIT_DATABASE
-    here = Path(__file__).resolve().parent
-    scripts = next(p for p in (here / "migrations", here.parent / "migrations") if p.is_dir())
-    head = ScriptDirectory(str(scripts)).get_current_head()
+    head = head_revision(migration_scripts())
     if current == head:
         state = "at the latest schema"
     elif current is None:

@@ -433,10 +433,8 @@ def make_engine(url: str) -> Engine:
         # statements with it (the default pool kept five: 5-6 MB more peak RSS on the
         # bench). 15 at once, as before. An in-memory one keeps SQLAlchemy's
         # SingletonThreadPool, which has no overflow to size.
-        parsed = make_url(url)
         sized: dict[str, int] = {}
-        dialect = parsed.get_dialect()
-        if issubclass(dialect, DefaultDialect) and dialect.get_pool_class(parsed) is QueuePool:
+        if not in_memory(url):
             sized = {"pool_size": SQLITE_POOLED, "max_overflow": 15 - SQLITE_POOLED}
         engine = create_engine(url, connect_args={"timeout": 30}, **sized)
 
@@ -462,6 +460,17 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def in_memory(url: str) -> bool:
+    """An in-memory SQLite database, as SQLAlchemy tells it from a file (which it pools)."""
+    parsed = make_url(url)
+    dialect = parsed.get_dialect()
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and issubclass(dialect, DefaultDialect)
+        and dialect.get_pool_class(parsed) is not QueuePool
+    )
+
+
 class MigrationFailed(Exception):
     """The migrations failed (in their own process); the message is what Alembic said."""
 
@@ -479,7 +488,12 @@ def upgrade(url: str) -> None:
     would keep for its whole life, the daemon's or a Lambda container's, after every first
     start and every upgrade of cost-guard that adds a migration. The child's RSS is its own
     and gone before the first cycle starts."""
-    scripts = _scripts()
+    if in_memory(url):  # the child would migrate a database of its own, then gone
+        raise MigrationFailed(
+            "an in-memory SQLite database lives in one process, and the migrations run in "
+            "a process of their own; use a file, e.g. sqlite:///cost-guard.db"
+        )
+    scripts = migration_scripts()
     head, at = head_revision(scripts), _revision(url)
     if at == head:
         return
@@ -515,7 +529,7 @@ def migrate(url: str) -> None:
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(_scripts()))
+    cfg.set_main_option("script_location", str(migration_scripts()))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")
 
@@ -532,7 +546,7 @@ def _migrate_child() -> None:
         raise SystemExit(1) from None
 
 
-def _scripts() -> Path:
+def migration_scripts() -> Path:
     here = Path(__file__).resolve().parent
     # installed: guard/migrations (see pyproject.toml); a source checkout: ./migrations
     return next(p for p in (here / "migrations", here.parent / "migrations") if p.is_dir())

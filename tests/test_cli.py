@@ -147,6 +147,19 @@ def test_invalid_config_exits_2_naming_file_rule_and_field(
     assert f"{path}: rule 'r1' field grace: invalid duration 'soon'" in out.output
 
 
+def test_an_in_memory_database_is_refused_in_one_line(
+    config_file: Path, env: dict[str, str]
+) -> None:
+    """The migrations run in a process of their own: they would fill a database of theirs."""
+    env = {**env, "COST_GUARD_DATABASE_URL": "sqlite://"}
+    out = cli(["check-config", "--config", str(config_file)], env)
+    assert out.exit_code == 3, out.output
+    assert "✗ database: sqlite://: an in-memory SQLite database cannot be" in out.output
+    out = cli(["once", "--config", str(config_file)], env)
+    assert out.exit_code == 3 and "Traceback" not in out.output, out.output
+    assert "Error: cannot migrate the database: an in-memory SQLite database" in out.output
+
+
 def test_secrets_in_the_file_are_refused(tmp_path: Path, env: dict[str, str]) -> None:
     path = tmp_path / "leaky.yaml"
     path.write_text("slack_bot_token: xoxb-123\n")
